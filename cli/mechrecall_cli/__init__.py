@@ -1,0 +1,1 @@
+"""The ``mechrecall`` command line: one thin command per library entry point."""

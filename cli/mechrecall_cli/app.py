@@ -1,0 +1,183 @@
+"""``mechrecall``: typer commands that parse options and call the library.
+
+Any :class:`mechrecall.MechrecallError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    name="mechrecall",
+    help="Mechanistic interpretability of fact recall: synthetic biographies, mixed vs two-stage training.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+# wide enough for the accuracy table when output goes to a file or a pipe
+console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
+error_console = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(command: F) -> F:
+    """Turn library errors into one clear line and exit code 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mechrecall.errors import MechrecallError
+
+        try:
+            return command(*args, **kwargs)
+        except MechrecallError as error:
+            error_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+@app.command()
+@reports_errors
+def data(
+    out: Path = typer.Option(..., "--out", help="world directory to write"),
+    preset: str = typer.Option("tiny", help="preset whose world settings are the defaults"),
+    people: int | None = typer.Option(None, help="number of people [preset: tiny 1,000; paper 10,000]"),
+    seed: int | None = typer.Option(None, help="world seed"),
+    bio_per_person: int | None = typer.Option(None, "--bio-per-person", help="BIO texts per person (fresh templates each)"),
+    permute: bool | None = typer.Option(None, "--permute/--no-permute", help="shuffle sentence order in each BIO"),
+    fullname: bool | None = typer.Option(None, "--fullname/--pronoun", help="full name in every sentence"),
+    qa_id_fraction: float | None = typer.Option(None, "--qa-id-fraction", help="share of people whose QA is trained on"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out"),
+) -> None:
+    """Sample a synthetic biography world and save it (DatasetDict + tokenizer)."""
+    import mechrecall as mr
+    from mechrecall.config import with_overrides
+
+    _quiet_libraries()
+    config = with_overrides(
+        mr.get_preset(preset).world, people=people, seed=seed, bio_per_person=bio_per_person, permute=permute,
+        fullname=fullname, qa_id_fraction=qa_id_fraction,
+    )
+    config.validate()
+    world = mr.create_world(config)
+    directory = mr.save_world(world, out, overwrite=overwrite)
+    rows = ", ".join(f"{split} {len(rows):,}" for split, rows in world.dataset.items())
+    console.print(f"world {directory.path}: {rows}; fingerprint {world.fingerprint}")
+
+
+@app.command()
+@reports_errors
+def train(
+    world: Path = typer.Argument(..., help="world directory (from `mechrecall data`)"),
+    out: Path = typer.Option(..., "--out", help="run directory to write (an unfinished run of the same config resumes)"),
+    strategy: str = typer.Option("mixed", help="mixed | two-stage"),
+    preset: str = typer.Option("tiny", help="tiny | small | paper: model and training defaults"),
+    model: str | None = typer.Option(None, help="a size built here (micro, tiny, small) or a checkpoint dir / cached hub id"),
+    model_seed: int | None = typer.Option(None, "--model-seed", help="initialisation seed of a model built here"),
+    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16"),
+    steps: int | None = typer.Option(None, help="mixed: training steps"),
+    qa_share: float | None = typer.Option(None, "--qa-share", help="mixed: share of QA examples in a batch, in (0, 1)"),
+    bio_steps: int | None = typer.Option(None, "--bio-steps", help="two-stage: BIO steps (a cap when --bio-loss is given)"),
+    bio_loss: float | None = typer.Option(None, "--bio-loss", help="two-stage: end the BIO stage once its mean loss is below"),
+    qa_steps: int | None = typer.Option(None, "--qa-steps", help="two-stage: QA steps"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None),
+    weight_decay: float | None = typer.Option(None, "--weight-decay"),
+    warmup_steps: int | None = typer.Option(None, "--warmup-steps"),
+    seed: int | None = typer.Option(None, help="training seed (batch order)"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="cap the total steps (smoke runs)"),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every"),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+    overwrite: bool = typer.Option(False, help="replace an existing --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fine-tune a model on a world with the mixed or two-stage strategy, then evaluate it."""
+    import mechrecall as mr
+    from mechrecall.config import with_overrides
+
+    _quiet_libraries()
+    study = mr.get_preset(preset)
+    model_config = with_overrides(study.model, name=model, seed=model_seed, dtype=dtype)
+    train_config = with_overrides(
+        study.train, strategy=strategy, steps=steps, qa_share=qa_share, bio_steps=bio_steps, bio_loss=bio_loss,
+        qa_steps=qa_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+        seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+    )
+    train_config.validate()
+    run = mr.train_run(world, out, model_config, train_config, preset=preset, overwrite=overwrite, device=device, progress=progress)
+    summary = run.directory.manifest.get("training", {})
+    console.print(f"run {run.path}: {summary.get('steps')} steps in {summary.get('seconds')} s of training")
+    print_metrics({str(run.path): run.metrics()})
+
+
+@app.command("eval")
+@reports_errors
+def evaluate(
+    runs: list[Path] = typer.Argument(..., help="one or more run directories"),
+    which: str = typer.Option("tuned", help="tuned (θ_task) | base (θ_pre)"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    device: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Greedy exact-match accuracy: BIO completion, QA-ID and QA-OOD, overall and per attribute."""
+    import mechrecall as mr
+
+    _quiet_libraries()
+    results = {str(run): mr.evaluate_run(run, which=which, batch_size=batch_size, device=device) for run in runs}
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    else:
+        print_metrics(results)
+
+
+@app.command()
+def presets() -> None:
+    """List the named presets."""
+    from mechrecall.config import PRESETS
+
+    for name, study in PRESETS.items():
+        console.print(f"[bold]{name}[/bold]: {study.description}")
+
+
+def print_metrics(results: dict[str, dict[str, Any]]) -> None:
+    """One table: a row per run and metric, overall accuracy then each attribute's."""
+    from mechrecall.data.templates import ATTRIBUTES
+
+    table = Table(title="greedy exact-match accuracy (%)")
+    for column in ("run", "metric", "n", "overall", *ATTRIBUTES):
+        table.add_column(column, justify="left" if column in ("run", "metric") else "right")
+    for run, metrics in results.items():
+        for metric, values in metrics.items():
+            by_attribute = [f"{100 * values['by_attribute'].get(a, float('nan')):.1f}" for a in ATTRIBUTES]
+            table.add_row(run, metric, f"{values['n']:,}", f"{100 * values['accuracy']:.1f}", *by_attribute)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Run and world directories: the manifest, atomic writes and hash-checked reads.
+
+A directory is a *world* (``mechrecall data``) or a *run* (``mechrecall train``). Its
+``manifest.json`` records the kind, the configs, seeds, package versions and the sha256 of every
+artifact. Every artifact is written to a temporary file and renamed into place, then recorded in
+the manifest (itself written atomically); every read checks the hash first, so a stale or corrupt
+artifact is an error naming the file, never a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mechrecall.errors import ArtifactError, RunDirError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_TRACKED_PACKAGES = (
+    "mechrecall", "torch", "transformer-lens", "transformers", "tokenizers", "datasets",
+    "safetensors", "nnsight", "einops", "numpy",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    temporary_path = Path(temporary)
+    try:
+        yield temporary_path
+        os.chmod(temporary_path, 0o644)
+        os.replace(temporary_path, target)
+    finally:
+        if temporary_path.exists():
+            temporary_path.unlink()
+
+
+def write_json_atomic(target: Path, payload: Any) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+@dataclass
+class ArtifactDir:
+    """A world or run directory with its manifest (held in memory, saved on each change)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    # ---- creation and opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, kind: str, config: dict[str, Any], seeds: dict[str, int]) -> ArtifactDir:
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT_VERSION,
+            "kind": kind,
+            "status": "incomplete",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": config,
+            "seeds": seeds,
+            "versions": package_versions(),
+            "files": {},
+        }
+        directory = cls(path=path, manifest=manifest)
+        directory.save_manifest()
+        return directory
+
+    @classmethod
+    def open(cls, path: Path, kind: str | None = None) -> ArtifactDir:
+        path = Path(path)
+        if not path.is_dir():
+            raise RunDirError(f"{path} does not exist or is not a directory: give a directory made by mechrecall")
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise RunDirError(f"{path} has no {MANIFEST}: it is not a mechrecall directory (make one with `mechrecall data` or `mechrecall train`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ArtifactError(f"{manifest_path} is not valid JSON ({error.msg}): the directory is corrupt, make it again") from None
+        if kind is not None and manifest.get("kind") != kind:
+            raise RunDirError(f"{path} is a {manifest.get('kind')!r} directory, not a {kind!r} one")
+        return cls(path=path, manifest=manifest)
+
+    def save_manifest(self) -> None:
+        write_json_atomic(self.path / MANIFEST, self.manifest)
+
+    # ---- state ----------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.manifest["config"])
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+    def mark(self, status: str, **extra: Any) -> None:
+        self.manifest["status"] = status
+        self.manifest.update(extra)
+        self.save_manifest()
+
+    def has(self, relative: str) -> bool:
+        return relative in self.manifest["files"] or any(
+            name.startswith(relative.rstrip("/") + "/") for name in self.manifest["files"]
+        )
+
+    # ---- recording and checking -------------------------------------------------------------
+    def record(self, relative: str) -> None:
+        """Record the sha256 of a file, or of every file below a folder, in the manifest."""
+        target = self.path / relative
+        files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        prefix = relative.rstrip("/") + "/"
+        if target.is_dir():
+            for name in [n for n in self.manifest["files"] if n.startswith(prefix)]:
+                del self.manifest["files"][name]
+        for file in files:
+            self.manifest["files"][file.relative_to(self.path).as_posix()] = sha256_file(file)
+        self.save_manifest()
+
+    def forget(self, relative: str) -> None:
+        self.manifest["files"].pop(relative, None)
+        self.save_manifest()
+
+    def verify(self, relative: str) -> Path:
+        """Check a file (or every recorded file below a folder) against the manifest; return its path."""
+        prefix = relative.rstrip("/") + "/"
+        names = [n for n in self.manifest["files"] if n == relative or n.startswith(prefix)]
+        if not names:
+            raise ArtifactError(f"{self.path / relative} is not recorded in {self.path / MANIFEST}: the step that makes it has not run")
+        for name in names:
+            file = self.path / name
+            if not file.is_file():
+                raise ArtifactError(f"{file} is missing but recorded in the manifest: make the directory again")
+            if sha256_file(file) != self.manifest["files"][name]:
+                raise ArtifactError(
+                    f"{file} does not match the sha256 in {self.path / MANIFEST}: it is corrupt or was changed "
+                    "by hand; re-run the step that writes it (or the whole run with --overwrite)"
+                )
+        return self.path / relative
+
+    # ---- typed writers and readers ------------------------------------------------------
+    def write_json(self, relative: str, payload: Any) -> None:
+        write_json_atomic(self.path / relative, payload)
+        self.record(relative)
+
+    def read_json(self, relative: str) -> Any:
+        return json.loads(self.verify(relative).read_text())
+
+    def save_tensors(self, relative: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+        contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
+        with atomic_path(self.path / relative) as temporary:
+            save_file(contiguous, str(temporary), metadata=metadata)
+        self.record(relative)
+
+    def load_tensors(self, relative: str, device: str = "cpu") -> dict[str, torch.Tensor]:
+        return load_file(str(self.verify(relative)), device=device)
+
+    @contextmanager
+    def write_folder(self, relative: str) -> Iterator[Path]:
+        """Yield a temporary folder; it replaces ``relative`` whole, then is recorded."""
+        final = self.path / relative
+        temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.path))
+        try:
+            yield temporary
+            os.chmod(temporary, 0o755)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(temporary, final)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary)
+        self.record(relative)
+
+
+def prepare_output(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output path unless ``overwrite``, in which case remove it."""
+    if path.exists():
+        if not overwrite:
+            raise RunDirError(f"{path} already exists: choose another --out or pass --overwrite to replace it")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

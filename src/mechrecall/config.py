@@ -1,0 +1,189 @@
+"""Dataclass configs for the world, the model and training, and the named presets.
+
+Every config serialises to plain JSON (``asdict``) and is recorded in each manifest, so a run
+says exactly how it was made. Presets are starting points: any field can be overridden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mechrecall.errors import ConfigError
+
+STRATEGIES = ("mixed", "two-stage")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic biography world (bioS-style)."""
+
+    people: int = 10_000
+    seed: int = 0
+    bio_per_person: int = 1  # BIO texts per person, each with freshly drawn templates
+    permute: bool = False  # shuffle sentence order in each BIO
+    fullname: bool = False  # full name in every sentence instead of a pronoun
+    qa_id_fraction: float = 0.5  # share of people whose QA is trained on (the rest is OOD)
+
+    def validate(self) -> None:
+        if self.people < 2:
+            raise ConfigError(f"people must be at least 2 (one QA-ID and one QA-OOD person), got {self.people}")
+        if self.bio_per_person < 1:
+            raise ConfigError(f"bio-per-person must be at least 1, got {self.bio_per_person}")
+        if not 0.0 < self.qa_id_fraction < 1.0:
+            raise ConfigError(f"qa-id-fraction must lie strictly between 0 and 1, got {self.qa_id_fraction}")
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Architecture of a model built (and trained from scratch) here."""
+
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    n_ctx: int = 256
+    act_fn: str = "gelu"
+    normalization_type: str = "LN"
+
+
+MODEL_SIZES: dict[str, ModelSize] = {
+    # for tests and smoke runs only: seconds on a CPU
+    "micro": ModelSize(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64),
+    "tiny": ModelSize(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512),
+    "small": ModelSize(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``name`` is a size built here (see MODEL_SIZES) or a checkpoint: a local directory or a
+    Hugging Face model id already in the local cache."""
+
+    name: str = "tiny"
+    seed: int = 0  # initialisation seed of a model built here
+    dtype: str = "float32"
+
+    @property
+    def is_built_here(self) -> bool:
+        return self.name in MODEL_SIZES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning through the hooked model.
+
+    ``mixed`` trains ``steps`` steps on batches holding a ``qa_share`` of QA-ID examples and BIO
+    examples of every person otherwise. ``two-stage`` trains on BIO alone for ``bio_steps`` (or
+    until the mean BIO loss of the last 50 steps is below ``bio_loss``, capped at ``bio_steps``),
+    then on QA-ID alone for ``qa_steps``, each stage with a fresh AdamW and its own schedule.
+    """
+
+    strategy: str = "mixed"
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    steps: int = 3000  # mixed
+    qa_share: float = 0.5  # mixed
+    bio_steps: int = 1500  # two-stage, stage 1 (upper bound when bio_loss is set)
+    bio_loss: float | None = None  # two-stage, optional early stop of stage 1
+    qa_steps: int = 1500  # two-stage, stage 2
+    max_steps: int | None = None  # cap on the total, for smoke runs
+    grad_clip: float = 1.0  # max global gradient norm
+    checkpoint_every: int = 100
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if not 0.0 < self.qa_share < 1.0:
+            raise ConfigError(f"qa-share must lie strictly between 0 and 1, got {self.qa_share}")
+        for name in ("batch_size", "steps", "bio_steps", "qa_steps", "checkpoint_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max-steps must be at least 1, got {self.max_steps}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ConfigError("lr must be positive and weight-decay, warmup-steps non-negative")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}")
+
+    @property
+    def total_steps(self) -> int:
+        planned = self.steps if self.strategy == "mixed" else self.bio_steps + self.qa_steps
+        return min(planned, self.max_steps) if self.max_steps is not None else planned
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A preset: world, model and training together."""
+
+    name: str
+    description: str
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+PRESETS: dict[str, StudyConfig] = {
+    "tiny": StudyConfig(
+        name="tiny",
+        description="CPU default: 1,000 people, a 2-layer d_model=128 model trained from scratch",
+        world=WorldConfig(people=1_000),
+        model=ModelConfig(name="tiny"),
+        train=TrainConfig(steps=3000, bio_steps=1500, qa_steps=1500, weight_decay=0.5, batch_size=64),
+    ),
+    "small": StudyConfig(
+        name="small",
+        description="single-GPU: 3,000 people, a 4-layer d_model=256 model trained from scratch",
+        world=WorldConfig(people=3_000),
+        model=ModelConfig(name="small"),
+        train=TrainConfig(
+            steps=12_000, bio_steps=6_000, qa_steps=6_000, weight_decay=0.5, batch_size=128
+        ),
+    ),
+    "paper": StudyConfig(
+        name="paper",
+        description="the study's setting: 10,000 people, Pythia-2.8B fine-tuned (weights from a local "
+        "directory or the HF cache), for a large GPU",
+        world=WorldConfig(people=10_000),
+        model=ModelConfig(name="EleutherAI/pythia-2.8b", dtype="bfloat16"),
+        train=TrainConfig(
+            lr=1e-5,
+            weight_decay=0.01,
+            warmup_steps=200,
+            batch_size=32,
+            steps=12_000,
+            bio_steps=6_000,
+            qa_steps=6_000,
+            eval_batch_size=64,
+        ),
+    ),
+}
+
+
+def get_preset(name: str) -> StudyConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def with_overrides(obj: Any, **overrides: Any) -> Any:
+    """``dataclasses.replace`` that ignores overrides left at ``None`` (options not given)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(obj, **given)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

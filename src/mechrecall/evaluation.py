@@ -1,0 +1,83 @@
+"""Greedy exact-match accuracy of the full answer: BIO completion, QA-ID and QA-OOD.
+
+One forward pass per batch: an answer is an exact match when, given the prompt and the answer's
+own earlier tokens, the arg-max at every answer position is the answer's next token. That is
+exactly what greedy decoding of ``len(answer)`` tokens produces (greedy emits the answer token
+by token iff each arg-max is right), without generating: batched and teacher-forced.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from datasets import DatasetDict
+from jaxtyping import Bool
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformers import PreTrainedTokenizerBase
+
+from mechrecall.encoding import Encoded, collate, encode_pairs, pad_id
+
+# metric name -> dataset split holding its prompt/answer rows
+EVAL_SPLITS = {"bio": "bio_eval", "qa_id": "qa_id", "qa_ood": "qa_ood"}
+
+
+@torch.no_grad()
+def exact_match(model: HookedTransformer, encoded: Encoded, pad: int, batch_size: int = 256) -> Bool[Tensor, " examples"]:
+    """Whether greedy decoding reproduces each example's whole answer (batched, sorted by length)."""
+    device = model.cfg.device or "cpu"
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded.ids[i]))
+    correct = torch.zeros(len(encoded), dtype=torch.bool)
+    was_training = model.training
+    model.eval()
+    try:
+        for first in range(0, len(order), batch_size):
+            indices = order[first : first + batch_size]
+            tokens, target_mask = collate(encoded.select(indices), pad, device)
+            logits = model(tokens)
+            predicted = logits[:, :-1].argmax(-1)
+            hits = (predicted == tokens[:, 1:]) | ~target_mask[:, 1:]
+            correct[torch.tensor(indices)] = hits.all(-1).cpu()
+    finally:
+        model.train(was_training)
+    return correct
+
+
+@torch.no_grad()
+def greedy_answer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase, prompt: str, max_new_tokens: int) -> list[int]:
+    """One example at a time, token by token: the reference that ``exact_match`` must agree with."""
+    encoded = encode_pairs(tokenizer, [prompt], ["x"])
+    ids = encoded.ids[0][: encoded.target_start[0]]
+    device = model.cfg.device or "cpu"
+    generated: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model(torch.tensor([ids + generated], device=device))
+        generated.append(int(logits[0, -1].argmax()))
+    return generated
+
+
+def evaluate(
+    model: HookedTransformer,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: DatasetDict,
+    metrics: tuple[str, ...] = tuple(EVAL_SPLITS),
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Accuracy per metric (``bio``, ``qa_id``, ``qa_ood``), overall and per attribute."""
+    results: dict[str, Any] = {}
+    pad = pad_id(tokenizer)
+    for metric in metrics:
+        rows = dataset[EVAL_SPLITS[metric]]
+        encoded = encode_pairs(tokenizer, list(rows["prompt"]), list(rows["answer"]))
+        correct = exact_match(model, encoded, pad, batch_size).tolist()
+        by_attribute: dict[str, list[bool]] = defaultdict(list)
+        for attribute, hit in zip(rows["attribute"], correct, strict=True):
+            by_attribute[attribute].append(hit)
+        results[metric] = {
+            "accuracy": sum(correct) / max(len(correct), 1),
+            "n": len(correct),
+            "by_attribute": {a: sum(h) / len(h) for a, h in sorted(by_attribute.items())},
+        }
+    return results

@@ -1,0 +1,222 @@
+"""Run directories: making a run (``train_run``), reopening it, evaluating it.
+
+Layout of a run (see DESIGN.md): ``manifest.json``, ``data/`` (the world it was trained on),
+``model.json`` (the architecture spec), ``tokenizer/`` (checkpoint tokenizers; models built here
+use ``data/tokenizer.json``), ``base.safetensors`` (θ_pre), ``model.safetensors`` (θ_task),
+``train_log.json``, ``metrics.json``; ``checkpoint.pt`` only while training is unfinished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from mechrecall import models
+from mechrecall.artifacts import ArtifactDir, prepare_output
+from mechrecall.config import ModelConfig, TrainConfig, from_dict, to_dict
+from mechrecall.data.store import World, read_world
+from mechrecall.encoding import encode_pairs, encode_texts, pad_id
+from mechrecall.errors import ArtifactError, RunDirError
+from mechrecall.evaluation import evaluate
+from mechrecall.training import StepCallback, train
+
+BASE = "base.safetensors"
+TUNED = "model.safetensors"
+CHECKPOINT = "checkpoint.pt"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class Run:
+    """An opened run directory; every read is checked against the manifest."""
+
+    directory: ArtifactDir
+
+    @property
+    def path(self) -> Path:
+        return self.directory.path
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return from_dict(TrainConfig, self.directory.config["train"])
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return from_dict(ModelConfig, self.directory.config["model"])
+
+    @property
+    def is_trained(self) -> bool:
+        return self.directory.complete and TUNED in self.directory.manifest["files"]
+
+    def world(self) -> World:
+        return read_world(self.directory)
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.directory.has("tokenizer"):
+            folder = self.directory.verify("tokenizer")
+            return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return self.world().tokenizer
+
+    def spec(self) -> models.ModelSpec:
+        return self.directory.read_json("model.json")
+
+    def load_model(self, which: str = "tuned", device: str = "cpu") -> HookedTransformer:
+        """θ_task (``"tuned"``) or θ_pre (``"base"``) as a ``HookedTransformer``."""
+        if which not in ("tuned", "base"):
+            raise RunDirError(f"unknown model {which!r}: choose tuned or base")
+        artifact = TUNED if which == "tuned" else BASE
+        if which == "tuned" and not self.is_trained:
+            raise RunDirError(f"{self.path} has no fine-tuned model yet: finish `mechrecall train` for it first")
+        model = models.model_from_spec(self.spec(), self.tokenizer(), device=device)
+        models.load_parameters(model, self.directory.load_tensors(artifact, device=device))
+        model.eval()
+        return model
+
+    def metrics(self) -> dict[str, Any]:
+        return self.directory.read_json("metrics.json")
+
+
+def open_run(path: Path | str) -> Run:
+    directory = ArtifactDir.open(Path(path))
+    if directory.kind != "run":
+        raise RunDirError(f"{path} is a {directory.kind} directory, not a run: make a run with `mechrecall train`")
+    return Run(directory)
+
+
+def run_config(world_dir: ArtifactDir, model: ModelConfig, training: TrainConfig, preset: str | None) -> dict[str, Any]:
+    return {
+        "preset": preset,
+        "world": world_dir.config["world"],
+        "world_fingerprint": world_dir.manifest.get("fingerprint"),
+        "model": to_dict(model),
+        "train": to_dict(training),
+    }
+
+
+def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _initial_model(model_config: ModelConfig, world: World, device: str) -> tuple[HookedTransformer, str]:
+    if model_config.is_built_here:
+        model = models.build_model(model_config.name, world.tokenizer, seed=model_config.seed, device=device, dtype=model_config.dtype)
+        return model, "built"
+    return models.load_checkpoint(model_config.name, dtype=model_config.dtype, device=device), "checkpoint"
+
+
+def _create_run(
+    out: Path, world_dir: ArtifactDir, world: World, config: dict[str, Any], model_config: ModelConfig, seeds: dict[str, int], device: str
+) -> None:
+    """Write the run's inputs (world copy, spec, tokenizer, θ_pre) in a staging folder, then rename."""
+    model, source = _initial_model(model_config, world, device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        directory = ArtifactDir.create(staging, "run", config, seeds)
+        with directory.write_folder("data") as folder:
+            shutil.copytree(world_dir.path / "data", folder, dirs_exist_ok=True)
+        if source == "checkpoint":
+            with directory.write_folder("tokenizer") as folder:
+                model.tokenizer.save_pretrained(str(folder))
+        directory.write_json("model.json", models.model_spec(model, source, model_config.name))
+        directory.save_tensors(BASE, models.trainable_state(model))
+        directory.mark("training")
+        os.chmod(staging, 0o755)
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def train_run(
+    world_path: Path | str,
+    out: Path | str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    preset: str | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> Run:
+    """Fine-tune a model on a world with a strategy; resume an unfinished run with the same config.
+
+    ``out`` that is an unfinished run of the same config resumes from its last checkpoint; a
+    finished one is returned as it is; anything else there is refused unless ``overwrite``.
+    """
+    train_config.validate()
+    device = device or default_device()
+    out = Path(out)
+    world_dir = ArtifactDir.open(Path(world_path))
+    if not world_dir.complete:
+        raise RunDirError(f"{world_path} is not a complete world or run directory: make it with `mechrecall data`")
+    world = read_world(world_dir)
+    config = run_config(world_dir, model_config, train_config, preset)
+    resumable = False
+    if out.exists() and not overwrite:
+        try:
+            existing = open_run(out)
+            resumable = _same_config(existing.directory.config, config)
+        except (RunDirError, ArtifactError):
+            resumable = False
+        if not resumable:
+            raise RunDirError(f"{out} already exists and is not an unfinished run of this config: choose another --out or pass --overwrite")
+        if existing.is_trained:
+            return existing
+    if not resumable:
+        if not model_config.is_built_here:
+            models.resolve_checkpoint(model_config.name)  # fail before anything is written
+        prepare_output(out, overwrite)
+        seeds = {"world": world.config.seed, "model_init": model_config.seed, "train": train_config.seed}
+        _create_run(out, world_dir, world, config, model_config, seeds, device)
+    run = open_run(out)
+    return _finish_training(run, train_config, device, progress, on_step)
+
+
+def _finish_training(run: Run, train_config: TrainConfig, device: str, progress: bool, on_step: StepCallback | None) -> Run:
+    world = run.world()
+    model = models.model_from_spec(run.spec(), run.tokenizer(), device=device)
+    models.load_parameters(model, run.directory.load_tensors(BASE, device=device))
+    tokenizer = model.tokenizer
+    qa = world.dataset["qa_id"]  # QA of the training people only, by construction
+    examples = {
+        "bio": encode_texts(tokenizer, list(world.dataset["bio"]["text"])),
+        "qa": encode_pairs(tokenizer, list(qa["prompt"]), list(qa["answer"])),
+    }
+    state = train(
+        model, examples, train_config, pad_id(tokenizer), checkpoint_path=run.path / CHECKPOINT, progress=progress, on_step=on_step
+    )
+    directory = run.directory
+    directory.save_tensors(TUNED, models.trainable_state(model))
+    directory.write_json("train_log.json", state.log)
+    metrics = evaluate(model, tokenizer, world.dataset, batch_size=train_config.eval_batch_size)
+    directory.write_json("metrics.json", metrics)
+    directory.mark(
+        "complete",
+        training={"steps": state.step, "phase_ends": state.phase_ends, "seconds": round(state.seconds, 2), "device": device},
+    )
+    (run.path / CHECKPOINT).unlink(missing_ok=True)
+    return run
+
+
+def evaluate_run(path: Path | str, which: str = "tuned", batch_size: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """Evaluate θ_task (or θ_pre) of a run; writes ``metrics.json`` (``metrics_base.json``)."""
+    run = open_run(path)
+    device = device or default_device()
+    model = run.load_model(which, device=device)
+    world = run.world()
+    metrics = evaluate(model, model.tokenizer, world.dataset, batch_size=batch_size or run.train_config.eval_batch_size)
+    run.directory.write_json("metrics.json" if which == "tuned" else "metrics_base.json", metrics)
+    return metrics

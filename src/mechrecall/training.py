@@ -1,0 +1,215 @@
+"""Fine-tuning through the hooked model: the two strategies, the loop, checkpoints and resume.
+
+A strategy is a list of *phases*. ``mixed`` is one phase whose batches hold a fixed number of
+QA-ID examples and BIO examples of every person; ``two-stage`` is a BIO phase then a QA phase,
+each with a fresh AdamW and its own warmup + cosine schedule.
+
+Determinism: the examples of step ``t`` are a pure function of the seed and of how many examples
+of each pool were consumed before (a stream of seeded per-epoch permutations), and the learning
+rate a pure function of the step. A checkpoint therefore needs only the weights, the optimizer
+state and a few counters, and a run resumed from one equals the uninterrupted run bit for bit
+(on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformer_lens import HookedTransformer
+
+from mechrecall.artifacts import atomic_path
+from mechrecall.config import TrainConfig
+from mechrecall.encoding import Encoded, collate, per_example_loss
+
+POOLS = ("bio", "qa")
+RECENT_BIO_LOSSES = 50
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "mixed", "bio" or "qa"
+    steps: int  # planned length (the schedule's length)
+    per_batch: dict[str, int]  # examples of each pool in one batch
+    bio_loss_target: float | None = None  # end the phase early once the recent BIO loss is below
+
+
+def plan_phases(config: TrainConfig) -> list[Phase]:
+    if config.strategy == "mixed":
+        qa = min(max(round(config.qa_share * config.batch_size), 1), config.batch_size - 1)
+        return [Phase("mixed", config.steps, {"bio": config.batch_size - qa, "qa": qa})]
+    return [
+        Phase("bio", config.bio_steps, {"bio": config.batch_size, "qa": 0}, config.bio_loss),
+        Phase("qa", config.qa_steps, {"bio": 0, "qa": config.batch_size}),
+    ]
+
+
+def learning_rate(config: TrainConfig, step_in_phase: int, phase_steps: int) -> float:
+    """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` at the phase's end."""
+    warmup = min(config.warmup_steps, max(phase_steps - 1, 0))
+    if step_in_phase < warmup:
+        return config.lr * (step_in_phase + 1) / warmup
+    progress = min((step_in_phase - warmup) / max(phase_steps - warmup, 1), 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+
+
+class ExampleStream:
+    """An endless stream over a pool: epoch ``e`` is a permutation seeded by (seed, pool, e)."""
+
+    def __init__(self, size: int, seed: int, pool: str) -> None:
+        self.size, self.seed, self.pool = size, seed, pool
+        self._epoch, self._permutation = -1, torch.empty(0, dtype=torch.long)
+
+    def _permutation_of(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + POOLS.index(self.pool) * 7919 + epoch)
+            self._epoch, self._permutation = epoch, torch.randperm(self.size, generator=generator)
+        return self._permutation
+
+    def take(self, consumed: int, count: int) -> list[int]:
+        indices = []
+        for position in range(consumed, consumed + count):
+            epoch, offset = divmod(position, self.size)
+            indices.append(int(self._permutation_of(epoch)[offset]))
+        return indices
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and optimizer that a resumed run needs."""
+
+    step: int = 0  # optimizer steps done, over all phases
+    phase: int = 0
+    phase_start: int = 0  # global step at which the current phase began
+    consumed: dict[str, int] = field(default_factory=lambda: {pool: 0 for pool in POOLS})
+    recent_bio_losses: list[float] = field(default_factory=list)
+    phase_ends: list[int] = field(default_factory=list)
+    log: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_optimizer(model: HookedTransformer, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and embeddings (ndim >= 2), not on biases and norm gains."""
+    decayed = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    plain = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+    )
+
+
+def save_checkpoint(path: Path, model: HookedTransformer, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    payload = {
+        "state": asdict(state),
+        "model": {name: p.detach().cpu() for name, p in model.named_parameters()},
+        "optimizer": optimizer.state_dict(),
+    }
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+
+
+def load_checkpoint(path: Path, device: str) -> dict[str, Any]:
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+StepCallback = Callable[[TrainState], None]
+
+
+def train(
+    model: HookedTransformer,
+    examples: dict[str, Encoded],
+    config: TrainConfig,
+    pad: int,
+    checkpoint_path: Path | None = None,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> TrainState:
+    """Train ``model`` in place; resume from ``checkpoint_path`` if it exists; return the state.
+
+    ``examples`` maps ``"bio"`` and ``"qa"`` to encoded training examples. ``on_step`` is called
+    after every step (tests use it to interrupt a run).
+    """
+    config.validate()
+    device = model.cfg.device or "cpu"
+    phases = plan_phases(config)
+    streams = {pool: ExampleStream(len(examples[pool]), config.seed, pool) for pool in POOLS if len(examples[pool])}
+    state = TrainState()
+    optimizer = make_optimizer(model, config)
+    if checkpoint_path is not None and checkpoint_path.exists():
+        saved = load_checkpoint(checkpoint_path, device)
+        state = TrainState(**saved["state"])
+        parameters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in saved["model"].items():
+                parameters[name].copy_(tensor)
+        optimizer.load_state_dict(saved["optimizer"])
+    total = config.total_steps
+    model.train()
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    window: dict[str, list[float]] = {pool: [] for pool in POOLS}
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(f"train {config.strategy}", total=total, completed=state.step, losses="")
+        while state.step < total and state.phase < len(phases):
+            started = time.perf_counter()
+            phase = phases[state.phase]
+            step_in_phase = state.step - state.phase_start
+            lr = learning_rate(config, step_in_phase, phase.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses: dict[str, torch.Tensor] = {}
+            batch_losses = []
+            for pool, count in phase.per_batch.items():
+                if count == 0:
+                    continue
+                chosen = examples[pool].select(streams[pool].take(state.consumed[pool], count))
+                state.consumed[pool] += count
+                tokens, target_mask = collate(chosen, pad, device)
+                loss = per_example_loss(model(tokens), tokens, target_mask)
+                losses[pool] = loss.detach().mean()
+                batch_losses.append(loss)
+            loss = torch.cat(batch_losses).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+            optimizer.step()
+            state.step += 1
+            for pool, value in losses.items():
+                window[pool].append(float(value))
+            if "bio" in losses:
+                state.recent_bio_losses = (state.recent_bio_losses + [float(losses["bio"])])[-RECENT_BIO_LOSSES:]
+            if state.step % 10 == 0 or state.step == total:
+                entry = {"step": state.step, "phase": phase.name, "lr": lr}
+                entry.update({f"loss_{pool}": sum(v) / len(v) for pool, v in window.items() if v})
+                state.log.append(entry)
+                window = {pool: [] for pool in POOLS}
+                bar.update(task, losses="  ".join(f"{k}={v:.3f}" for k, v in entry.items() if k.startswith("loss")))
+            phase_over = state.step - state.phase_start >= phase.steps or (
+                phase.bio_loss_target is not None
+                and len(state.recent_bio_losses) == RECENT_BIO_LOSSES
+                and sum(state.recent_bio_losses) / RECENT_BIO_LOSSES < phase.bio_loss_target
+            )
+            if phase_over:
+                state.phase_ends.append(state.step)
+                state.phase, state.phase_start = state.phase + 1, state.step
+                state.recent_bio_losses = []
+                optimizer = make_optimizer(model, config)  # each phase its own AdamW
+            state.seconds += time.perf_counter() - started
+            bar.update(task, completed=state.step)
+            if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or phase_over):
+                save_checkpoint(checkpoint_path, model, optimizer, state)
+            if on_step is not None:
+                on_step(state)
+    model.eval()
+    return state
