@@ -116,6 +116,9 @@ class ArtifactDir:
             raise RunDirError(f"{path} is a {manifest.get('kind')!r} directory, not a {kind!r} one")
         return cls(path=path, manifest=manifest)
 
+    def reload(self) -> None:
+        self.manifest = ArtifactDir.open(self.path).manifest
+
     def save_manifest(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)
 
@@ -161,6 +164,7 @@ class ArtifactDir:
 
     def verify(self, relative: str) -> Path:
         """Check a file (or every recorded file below a folder) against the manifest; return its path."""
+        self.reload()  # the manifest on disk is the truth: another handle may have written since
         prefix = relative.rstrip("/") + "/"
         names = [n for n in self.manifest["files"] if n == relative or n.startswith(prefix)]
         if not names:

@@ -12,6 +12,7 @@ Splits (every row keeps ``person_id``; the per-fact ones keep ``attribute``):
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 
 from datasets import Dataset, DatasetDict
@@ -104,8 +105,9 @@ def build_world(config: WorldConfig) -> DatasetDict:
 
 
 def dataset_fingerprint(dataset: DatasetDict) -> str:
-    """One content fingerprint for all splits (from each split's content-derived fingerprint)."""
+    """A fingerprint of the content of every split (column names and values), the same for a
+    dataset built in memory and for the one saved and loaded again."""
     digest = hashlib.sha256()
     for name in sorted(dataset):
-        digest.update(f"{name}:{dataset[name]._fingerprint};".encode())
+        digest.update(json.dumps({name: dataset[name].to_dict()}, sort_keys=True).encode())
     return digest.hexdigest()[:16]

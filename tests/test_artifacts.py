@@ -1,0 +1,45 @@
+"""Atomic writes and hash-checked reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mechrecall.artifacts import ArtifactDir, atomic_path
+from mechrecall.errors import ArtifactError
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "result.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_the_previous_version(tmp_path: Path) -> None:
+    directory = ArtifactDir.create(tmp_path / "d", "run", {}, {})
+    directory.write_json("metrics.json", {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "d" / "metrics.json") as temporary:
+        temporary.write_text("{broken")
+        raise RuntimeError
+    assert directory.read_json("metrics.json") == {"a": 1}
+
+
+def test_tensors_round_trip_and_tampering_is_caught(tmp_path: Path) -> None:
+    directory = ArtifactDir.create(tmp_path / "d", "run", {"x": 1}, {"seed": 0})
+    tensors = {"w": torch.arange(12.0).reshape(3, 4)}
+    directory.save_tensors("w.safetensors", tensors)
+    reopened = ArtifactDir.open(tmp_path / "d", kind="run")
+    assert torch.equal(reopened.load_tensors("w.safetensors")["w"], tensors["w"])
+    directory.save_tensors("w.safetensors", {"w": torch.zeros(3, 4)})  # a rewrite is re-recorded
+    assert torch.equal(ArtifactDir.open(tmp_path / "d").load_tensors("w.safetensors")["w"], torch.zeros(3, 4))
+    ArtifactDir.create(tmp_path / "other", "run", {}, {}).save_tensors("w.safetensors", tensors)
+    (tmp_path / "other" / "w.safetensors").replace(tmp_path / "d" / "w.safetensors")  # stale file from elsewhere
+    with pytest.raises(ArtifactError, match="w.safetensors does not match"):
+        reopened.load_tensors("w.safetensors")
+    with pytest.raises(ArtifactError, match="not recorded"):
+        reopened.load_tensors("absent.safetensors")

@@ -1,0 +1,126 @@
+"""The CLI: the happy path, and every bad input ending in one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import mechrecall as mr
+from mechrecall_cli.app import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, fragment: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_data_train_eval_from_the_command_line(tmp_path: Path) -> None:
+    result = _run("data", "--people", "12", "--seed", "1", "--bio-per-person", "2", "--permute", "--out", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    world = mr.load_world(tmp_path / "w")
+    assert len(world.dataset["bio"]) == 24 and world.config.permute
+    result = _run(
+        "train", tmp_path / "w", "--model", "micro", "--strategy", "two-stage", "--bio-steps", "6", "--qa-steps", "4",
+        "--batch-size", "8", "--out", tmp_path / "r", "--no-progress", "--device", "cpu",
+    )
+    assert result.exit_code == 0, result.output
+    assert "qa_ood" in result.output
+    run = mr.open_run(tmp_path / "r")
+    assert run.directory.manifest["training"]["phase_ends"] == [6, 10]
+    result = _run("eval", tmp_path / "r", "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[str(tmp_path / "r")] == run.metrics()
+
+
+def test_max_steps_caps_a_smoke_run(world_dir: Path, tmp_path: Path) -> None:
+    result = _run("train", world_dir, "--model", "micro", "--max-steps", "3", "--batch-size", "4", "--out", tmp_path / "r", "--no-progress", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert mr.open_run(tmp_path / "r").directory.manifest["training"]["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        (["--strategy", "three-stage"], "unknown strategy 'three-stage'"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--qa-share", "0"], "qa-share must lie strictly between 0 and 1"),
+        (["--qa-share", "1.2"], "qa-share must lie strictly between 0 and 1"),
+        (["--steps", "0"], "steps must be at least 1"),
+        (["--model", "EleutherAI/pythia-2.8b"], "not available offline"),
+        (["--model", "./no/such/dir"], "not available offline"),
+    ],
+)
+def test_bad_training_options(arguments: list[str], fragment: str, world_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _one_line_error(_run("train", world_dir, "--out", out, "--device", "cpu", *arguments), fragment)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_bad_world_options(tmp_path: Path) -> None:
+    _one_line_error(_run("data", "--people", "1", "--out", tmp_path / "w"), "people must be at least 2")
+    _one_line_error(_run("data", "--qa-id-fraction", "1.5", "--out", tmp_path / "w"), "qa-id-fraction")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(world_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    _one_line_error(_run("data", "--people", "4", "--out", tmp_path / "taken"), "already exists")
+    _one_line_error(_run("train", world_dir, "--out", tmp_path / "taken", "--model", "micro"), "already exists")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    result = _run("data", "--people", "4", "--out", tmp_path / "taken", "--overwrite")
+    assert result.exit_code == 0 and not (tmp_path / "taken" / "notes.txt").exists()
+
+
+def test_a_run_of_another_config_is_not_resumed(mixed_run: mr.Run, world_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed_run.path, copy)
+    _one_line_error(_run("train", world_dir, "--out", copy, "--model", "micro", "--steps", "7"), "not an unfinished run of this config")
+
+
+def test_eval_of_what_is_not_a_run(world_dir: Path, tmp_path: Path) -> None:
+    _one_line_error(_run("eval", tmp_path / "missing"), "does not exist")
+    _one_line_error(_run("eval", tmp_path), "not a mechrecall directory")
+    _one_line_error(_run("eval", world_dir), "not a run")
+
+
+def test_corrupt_artifact_is_named(mixed_run: mr.Run, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed_run.path, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    _one_line_error(_run("eval", copy, "--device", "cpu"), "model.safetensors does not match the sha256")
+    (copy / "model.safetensors").unlink()
+    _one_line_error(_run("eval", copy, "--device", "cpu"), "model.safetensors is missing")
+
+
+def test_eval_of_an_unfinished_run(world_dir: Path, tmp_path: Path) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(state) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        mr.train_run(world_dir, tmp_path / "r", mr.ModelConfig("micro"), mr.TrainConfig(steps=5, batch_size=4), device="cpu", progress=False, on_step=stop)
+    _one_line_error(_run("eval", tmp_path / "r", "--device", "cpu"), "has no fine-tuned model yet")
+
+
+def test_usage_errors_exit_with_code_2(tmp_path: Path) -> None:
+    result = _run("train", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "Missing argument" in result.output

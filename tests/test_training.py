@@ -1,0 +1,139 @@
+"""Strategies, the loop's arithmetic, and resume after an interruption (even kill -9)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mechrecall as mr
+from mechrecall.config import TrainConfig
+from mechrecall.data.tokenizer import build_world_tokenizer
+from mechrecall.encoding import Encoded, collate, encode_pairs, encode_texts, per_example_loss
+from mechrecall.training import ExampleStream, learning_rate, plan_phases
+
+from conftest import FAST_TRAIN
+
+
+def test_loss_is_on_every_bio_token_and_on_answer_tokens_only() -> None:
+    tokenizer = build_world_tokenizer()
+    bio = encode_texts(tokenizer, ["Alice Lee Abbott was born in Boston ."])
+    qa = encode_pairs(tokenizer, ["Where does Alice Lee Abbott work ? Answer:"], ["New York"])
+    assert bio.target_start == [1]
+    assert len(qa.ids[0]) - qa.target_start[0] == 2  # "New", "York"
+    assert tokenizer.decode(qa.ids[0][qa.target_start[0]:]) == "New York"
+    tokens, mask = collate(Encoded(bio.ids + qa.ids, bio.target_start + qa.target_start), pad=0)
+    assert mask[0].sum() == len(bio.ids[0]) - 1 and mask[1].sum() == 2
+    assert not mask[1, len(qa.ids[0]):].any()  # padding is never a target
+    logits = torch.randn(2, tokens.shape[1], len(tokenizer))
+    loss = per_example_loss(logits, tokens, mask)
+    log_probs = torch.log_softmax(logits, -1)
+    start = qa.target_start[0]
+    manual_qa = -(log_probs[1, start - 1, tokens[1, start]] + log_probs[1, start, tokens[1, start + 1]]) / 2
+    assert torch.allclose(loss[1], manual_qa)
+
+
+def test_strategies_plan_their_phases() -> None:
+    mixed = plan_phases(TrainConfig(strategy="mixed", steps=100, batch_size=64, qa_share=0.25))
+    assert [(p.name, p.steps, p.per_batch) for p in mixed] == [("mixed", 100, {"bio": 48, "qa": 16})]
+    two = plan_phases(TrainConfig(strategy="two-stage", bio_steps=30, qa_steps=20, batch_size=8, bio_loss=0.5))
+    assert [(p.name, p.steps, p.per_batch, p.bio_loss_target) for p in two] == [
+        ("bio", 30, {"bio": 8, "qa": 0}, 0.5), ("qa", 20, {"bio": 0, "qa": 8}, None)
+    ]
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    config = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    rates = [learning_rate(config, step, 110) for step in range(111)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[110] == pytest.approx(0.1)
+
+
+def test_example_stream_visits_every_example_once_per_epoch() -> None:
+    stream = ExampleStream(size=13, seed=2, pool="bio")
+    first, second = stream.take(0, 13), stream.take(13, 13)
+    assert sorted(first) == sorted(second) == list(range(13)) and first != second
+    assert stream.take(5, 10) == (first + second)[5:15]
+
+
+def _tensors(run_path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_path / "model.safetensors"))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy", ["mixed", "two-stage"])
+def test_interrupted_run_resumes_to_the_same_weights(strategy: str, world_dir: Path, tmp_path: Path) -> None:
+    config = mr.TrainConfig(strategy=strategy, steps=40, bio_steps=20, qa_steps=20, **{**FAST_TRAIN, "checkpoint_every": 7})
+    whole = mr.train_run(world_dir, tmp_path / "whole", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+
+    def crash_at_step_24(state) -> None:
+        if state.step == 24:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash_at_step_24)
+    assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    expected, actual = _tensors(whole.path), _tensors(resumed.path)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+    assert resumed.metrics() == whole.metrics()
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    if strategy == "two-stage":
+        assert resumed.directory.manifest["training"]["phase_ends"] == [20, 40]
+
+
+def test_kill_9_then_the_same_command_resumes(world_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    command = [
+        sys.executable, "-m", "mechrecall_cli.app", "train", str(world_dir), "--out", str(out), "--model", "micro",
+        "--steps", "400", "--batch-size", "16", "--warmup-steps", "10", "--lr", "3e-3", "--checkpoint-every", "20",
+        "--no-progress", "--device", "cpu",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "model.safetensors").exists()
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    reference = subprocess.run([*command[:6], str(tmp_path / "reference"), *command[7:]], capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    expected, actual = _tensors(tmp_path / "reference"), _tensors(out)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+
+def test_training_memorizes_and_records_its_run(mixed_run: mr.Run) -> None:
+    log = mixed_run.directory.read_json("train_log.json")
+    assert log[0]["loss_bio"] > 2 * log[-1]["loss_bio"] and log[0]["loss_qa"] > 2 * log[-1]["loss_qa"]
+    metrics = mixed_run.metrics()
+    assert metrics["qa_id"]["accuracy"] >= 0.3
+    manifest = mixed_run.directory.manifest
+    assert manifest["status"] == "complete" and manifest["kind"] == "run"
+    assert manifest["config"]["train"]["strategy"] == "mixed" and manifest["seeds"]["train"] == 0
+    assert manifest["versions"]["transformer-lens"].startswith("3.")
+    for name in ("base.safetensors", "model.safetensors", "metrics.json", "model.json", "data/tokenizer.json"):
+        assert name in manifest["files"]
+    base, tuned = mixed_run.load_model("base"), mixed_run.load_model("tuned")
+    assert not torch.equal(base.W_E, tuned.W_E)
+
+
+def test_finished_run_with_the_same_config_is_not_trained_again(mixed_run: mr.Run, world_dir: Path) -> None:
+    before = mixed_run.directory.manifest["files"]["model.safetensors"]
+    config = mr.TrainConfig(**mixed_run.directory.config["train"])
+    again = mr.train_run(world_dir, mixed_run.path, mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    assert again.directory.manifest["files"]["model.safetensors"] == before
