@@ -110,6 +110,8 @@ def train(
     max_steps: int | None = typer.Option(None, "--max-steps", help="cap the total steps (smoke runs)"),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+    trace_individuals: int | None = typer.Option(None, "--trace-individuals", help="accumulate the gradient trace of N QA-ID people at every step"),
+    trace_measure: str = typer.Option("grad", "--trace-measure", help="grad | grad-delta | grad-theta"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -126,7 +128,15 @@ def train(
         seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
     )
     train_config.validate()
-    run = mr.train_run(world, out, model_config, train_config, preset=preset, overwrite=overwrite, device=device, progress=progress)
+    trace = None
+    if trace_individuals is not None:
+        from mechrecall.trace import TraceConfig
+
+        trace = TraceConfig(individuals=trace_individuals, split="qa_id", measure=trace_measure)
+        trace.validate()
+    run = mr.train_run(
+        world, out, model_config, train_config, preset=preset, overwrite=overwrite, device=device, progress=progress, trace=trace
+    )
     summary = run.directory.manifest.get("training", {})
     console.print(f"run {run.path}: {summary.get('steps')} steps in {summary.get('seconds')} s of training")
     print_metrics({str(run.path): run.metrics()})
@@ -150,6 +160,95 @@ def evaluate(
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
         print_metrics(results)
+
+
+@app.command()
+@reports_errors
+def trace(
+    run: Path = typer.Argument(..., help="a trained run directory"),
+    individuals: int = typer.Option(20, help="how many people to trace (a seeded choice)"),
+    split: str = typer.Option("qa_id", help="whose people: qa_id (QA trained on) or qa_ood"),
+    measure: str = typer.Option("grad", help="grad: |g| | grad-delta: |g ⊙ (θ_task − θ_pre)| | grad-theta: |g ⊙ θ|"),
+    seed: int = typer.Option(0, help="seed of the choice of people"),
+    device: str | None = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Post-hoc cross-task gradient trace: BIO and QA influence of every parameter element."""
+    from mechrecall.trace import TraceConfig
+    from mechrecall.tracing import trace_run
+
+    _quiet_libraries()
+    path = trace_run(run, TraceConfig(individuals=individuals, split=split, measure=measure, seed=seed), device=device, progress=progress)
+    console.print(f"trace written to {path}")
+
+
+@app.command()
+@reports_errors
+def shared(
+    runs: list[Path] = typer.Argument(..., help="one or more traced runs (e.g. mixed and two-stage)"),
+    source: str = typer.Option("posthoc", "--trace", help="posthoc (trace.safetensors) | training (trace_training.safetensors)"),
+    k: int | None = typer.Option(None, "--k", help="export the shared mask S_k of this size"),
+    fraction: float | None = typer.Option(None, "--fraction", help="export S_k with k = this fraction of all elements"),
+    by: str | None = typer.Option(None, "--by", help="head: shared counts per (layer, head, component) of S_k (default k: 1%)"),
+    figure: Path | None = typer.Option(None, "--figure", help="where to write the curve figure (default: first run's figures/)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Shared parameters: |S_k| and |S_k|/k over a log grid of k, against the random overlap k/N."""
+    from mechrecall.errors import ConfigError
+    from mechrecall.figures import head_heatmaps, shared_curve_figure, write_figure
+    from mechrecall.tracing import curve_of, shared_run
+
+    if by not in (None, "head"):
+        raise ConfigError(f"unknown --by {by!r}: the only grouping is head")
+    if by == "head" and k is None and fraction is None:
+        fraction = 0.01
+    results = {str(run): shared_run(run, mode=source, k=k, fraction=fraction) for run in runs}
+    curves = {label: curve_of(result) for label, result in results.items()}
+    figure_path = write_figure(shared_curve_figure(curves), figure or Path(runs[0]) / "figures" / "shared_curve.html")
+    if by == "head":
+        for label, result in results.items():
+            write_figure(
+                head_heatmaps(result["mask"]["by_head"], result["mask"]["head_total"], f"{label}: shared elements of S_k, k={result['mask']['k']:,}"),
+                Path(label) / "figures" / "shared_heads.html",
+            )
+    if as_json:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        return
+    print_shared(results, by_head=by == "head")
+    console.print(f"figure: {figure_path}")
+
+
+def print_shared(results: dict[str, dict[str, Any]], by_head: bool) -> None:
+    table = Table(title="|S_k| / k  (random overlap k/N in brackets)")
+    table.add_column("k", justify="right")
+    for label in results:
+        table.add_column(label, justify="right")
+    curves = {label: result["curve"] for label, result in results.items()}
+    first = next(iter(curves.values()))
+    from mechrecall.trace import report_ks
+
+    for k in report_ks(first["n"]):
+        cells = []
+        for curve in curves.values():
+            exact = dict(zip(curve["k"], curve["shared"]))
+            cells.append(f"{exact[k] / k:.4f} ({k / curve['n']:.4f})" if k in exact else "·")
+        table.add_row(f"{k:,}", *cells)
+    console.print(table)
+    if by_head:
+        for label, result in results.items():
+            mask = result["mask"]
+            heads = Table(title=f"{label}: shared elements per head, k={mask['k']:,} (|S_k| = {mask['size']:,})")
+            for column in ("layer", "head", "q", "k", "v", "o", "total"):
+                heads.add_column(column, justify="right")
+            group = len(mask["by_head"]["q"][0]) // mask["kv_heads"]
+            for layer, row in enumerate(mask["head_total"]):
+                for head, total in enumerate(row):
+                    kv = head // group
+                    heads.add_row(
+                        str(layer), str(head), str(mask["by_head"]["q"][layer][head]), str(mask["by_head"]["k"][layer][kv]),
+                        str(mask["by_head"]["v"][layer][kv]), str(mask["by_head"]["o"][layer][head]), f"{total:g}",
+                    )
+            console.print(heads)
 
 
 @app.command()

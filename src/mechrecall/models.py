@@ -28,7 +28,8 @@ from mechrecall.errors import ConfigError, ModelNotAvailableError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # A model's *spec* is what rebuilds its architecture without the original checkpoint:
-# {"source": "built" | "checkpoint", "name": ..., "tl_config": {...}, "frozen": [parameter names]}
+# {"source": "built" | "checkpoint", "name": ..., "tl_config": {...}, "frozen": [parameter names],
+#  "parameters": [[name, shape], ...] in named_parameters() order}
 ModelSpec = dict[str, Any]
 
 
@@ -203,7 +204,8 @@ def model_spec(model: HookedTransformer, source: str, name: str) -> ModelSpec:
     config.pop("device", None)
     config.pop("n_params", None)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    return {"source": source, "name": name, "tl_config": _jsonable(config), "frozen": frozen}
+    parameters = [[n, list(p.shape)] for n, p in model.named_parameters()]
+    return {"source": source, "name": name, "tl_config": _jsonable(config), "frozen": frozen, "parameters": parameters}
 
 
 def model_from_spec(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, device: str = "cpu") -> HookedTransformer:

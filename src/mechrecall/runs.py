@@ -25,13 +25,15 @@ from mechrecall.artifacts import ArtifactDir, prepare_output
 from mechrecall.config import ModelConfig, TrainConfig, from_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
-from mechrecall.errors import ArtifactError, RunDirError
+from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 from mechrecall.evaluation import evaluate
-from mechrecall.training import StepCallback, train
+from mechrecall.trace import InfluenceAccumulator, TraceConfig, choose_individuals, trace_metadata
+from mechrecall.training import StepCallback, TrainingTracer, train
 
 BASE = "base.safetensors"
 TUNED = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
+TRAINING_TRACE = "trace_training.safetensors"
 
 
 def default_device() -> str:
@@ -95,13 +97,16 @@ def open_run(path: Path | str) -> Run:
     return Run(directory)
 
 
-def run_config(world_dir: ArtifactDir, model: ModelConfig, training: TrainConfig, preset: str | None) -> dict[str, Any]:
+def run_config(
+    world_dir: ArtifactDir, model: ModelConfig, training: TrainConfig, preset: str | None, trace: TraceConfig | None = None
+) -> dict[str, Any]:
     return {
         "preset": preset,
         "world": world_dir.config["world"],
         "world_fingerprint": world_dir.manifest.get("fingerprint"),
         "model": to_dict(model),
         "train": to_dict(training),
+        "trace_during_training": to_dict(trace) if trace is not None else None,
     }
 
 
@@ -150,20 +155,29 @@ def train_run(
     device: str | None = None,
     progress: bool = True,
     on_step: StepCallback | None = None,
+    trace: TraceConfig | None = None,
 ) -> Run:
     """Fine-tune a model on a world with a strategy; resume an unfinished run with the same config.
 
     ``out`` that is an unfinished run of the same config resumes from its last checkpoint; a
     finished one is returned as it is; anything else there is refused unless ``overwrite``.
+    With ``trace``, the gradient trace of the chosen QA-ID people is accumulated at every step
+    and saved as ``trace_training.safetensors``.
     """
     train_config.validate()
+    if trace is not None:
+        trace.validate()
+        if trace.split != "qa_id":
+            raise ConfigError("a during-training trace follows people whose QA is trained on: use the qa_id split")
     device = device or default_device()
     out = Path(out)
     world_dir = ArtifactDir.open(Path(world_path))
     if not world_dir.complete:
         raise RunDirError(f"{world_path} is not a complete world or run directory: make it with `mechrecall data`")
     world = read_world(world_dir)
-    config = run_config(world_dir, model_config, train_config, preset)
+    if trace is not None:
+        choose_individuals(world, trace.split, trace.individuals, trace.seed)  # refuse too many people now
+    config = run_config(world_dir, model_config, train_config, preset, trace)
     resumable = False
     if out.exists() and not overwrite:
         try:
@@ -182,10 +196,12 @@ def train_run(
         seeds = {"world": world.config.seed, "model_init": model_config.seed, "train": train_config.seed}
         _create_run(out, world_dir, world, config, model_config, seeds, device)
     run = open_run(out)
-    return _finish_training(run, train_config, device, progress, on_step)
+    return _finish_training(run, train_config, device, progress, on_step, trace)
 
 
-def _finish_training(run: Run, train_config: TrainConfig, device: str, progress: bool, on_step: StepCallback | None) -> Run:
+def _finish_training(
+    run: Run, train_config: TrainConfig, device: str, progress: bool, on_step: StepCallback | None, trace: TraceConfig | None
+) -> Run:
     world = run.world()
     model = models.model_from_spec(run.spec(), run.tokenizer(), device=device)
     models.load_parameters(model, run.directory.load_tensors(BASE, device=device))
@@ -195,11 +211,34 @@ def _finish_training(run: Run, train_config: TrainConfig, device: str, progress:
         "bio": encode_texts(tokenizer, list(world.dataset["bio"]["text"])),
         "qa": encode_pairs(tokenizer, list(qa["prompt"]), list(qa["answer"])),
     }
+    tracer, people = None, []
+    if trace is not None:
+        people = choose_individuals(world, trace.split, trace.individuals, trace.seed)
+        chosen = set(people)
+        base = models.trainable_state(model) if trace.measure == "grad-delta" else None
+        base = {name: tensor.clone() for name, tensor in base.items()} if base is not None else None
+        tracer = TrainingTracer(
+            InfluenceAccumulator(model, trace.measure, base),
+            {
+                "bio": {i for i, pid in enumerate(world.dataset["bio"]["person_id"]) if pid in chosen},
+                "qa": {i for i, pid in enumerate(qa["person_id"]) if pid in chosen},
+            },
+        )
     state = train(
-        model, examples, train_config, pad_id(tokenizer), checkpoint_path=run.path / CHECKPOINT, progress=progress, on_step=on_step
+        model, examples, train_config, pad_id(tokenizer), checkpoint_path=run.path / CHECKPOINT, progress=progress,
+        on_step=on_step, tracer=tracer,
     )
     directory = run.directory
     directory.save_tensors(TUNED, models.trainable_state(model))
+    if tracer is not None and trace is not None:
+        directory.save_tensors(
+            TRAINING_TRACE,
+            tracer.accumulator.tensors(),
+            metadata=trace_metadata(
+                mode="training", measure=trace.measure, split=trace.split, people=people,
+                examples=tracer.accumulator.examples, model_sha256=directory.manifest["files"][TUNED],
+            ),
+        )
     directory.write_json("train_log.json", state.log)
     metrics = evaluate(model, tokenizer, world.dataset, batch_size=train_config.eval_batch_size)
     directory.write_json("metrics.json", metrics)

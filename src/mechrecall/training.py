@@ -27,6 +27,7 @@ from transformer_lens import HookedTransformer
 from mechrecall.artifacts import atomic_path
 from mechrecall.config import TrainConfig
 from mechrecall.encoding import Encoded, collate, per_example_loss
+from mechrecall.trace import InfluenceAccumulator
 
 POOLS = ("bio", "qa")
 RECENT_BIO_LOSSES = 50
@@ -107,12 +108,30 @@ def make_optimizer(model: HookedTransformer, config: TrainConfig) -> torch.optim
     )
 
 
-def save_checkpoint(path: Path, model: HookedTransformer, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+@dataclass
+class TrainingTracer:
+    """During-training trace: per-task gradients of the traced people's examples at every step.
+
+    ``traced[pool]`` holds the indices (into the training examples of that pool) belonging to the
+    traced people. Each step's traced rows are forwarded as their own sub-batch; their gradient
+    is accumulated into the trace and added to the step's gradient, so the trajectory is the
+    untraced one (up to floating-point summation order).
+    """
+
+    accumulator: InfluenceAccumulator
+    traced: dict[str, set[int]]
+
+
+def save_checkpoint(
+    path: Path, model: HookedTransformer, optimizer: torch.optim.Optimizer, state: TrainState, tracer: TrainingTracer | None = None
+) -> None:
     payload = {
         "state": asdict(state),
         "model": {name: p.detach().cpu() for name, p in model.named_parameters()},
         "optimizer": optimizer.state_dict(),
     }
+    if tracer is not None:
+        payload["trace"] = {"tensors": tracer.accumulator.tensors(), "examples": tracer.accumulator.examples}
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
 
@@ -132,6 +151,7 @@ def train(
     checkpoint_path: Path | None = None,
     progress: bool = True,
     on_step: StepCallback | None = None,
+    tracer: TrainingTracer | None = None,
 ) -> TrainState:
     """Train ``model`` in place; resume from ``checkpoint_path`` if it exists; return the state.
 
@@ -152,6 +172,8 @@ def train(
             for name, tensor in saved["model"].items():
                 parameters[name].copy_(tensor)
         optimizer.load_state_dict(saved["optimizer"])
+        if tracer is not None:
+            tracer.accumulator.load(saved["trace"]["tensors"], saved["trace"]["examples"])
     total = config.total_steps
     model.train()
     columns = (
@@ -170,18 +192,42 @@ def train(
                 group["lr"] = lr
             losses: dict[str, torch.Tensor] = {}
             batch_losses = []
+            traced_gradients: list[list[torch.Tensor]] = []
+            batch_size = sum(phase.per_batch.values())
+            optimizer.zero_grad(set_to_none=True)
             for pool, count in phase.per_batch.items():
                 if count == 0:
                     continue
-                chosen = examples[pool].select(streams[pool].take(state.consumed[pool], count))
+                indices = streams[pool].take(state.consumed[pool], count)
                 state.consumed[pool] += count
-                tokens, target_mask = collate(chosen, pad, device)
-                loss = per_example_loss(model(tokens), tokens, target_mask)
-                losses[pool] = loss.detach().mean()
-                batch_losses.append(loss)
-            loss = torch.cat(batch_losses).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+                pool_losses = []
+                if tracer is not None:
+                    traced = [i for i in indices if i in tracer.traced[pool]]
+                    indices = [i for i in indices if i not in tracer.traced[pool]]
+                    if traced:
+                        tokens, target_mask = collate(examples[pool].select(traced), pad, device)
+                        traced_loss = per_example_loss(model(tokens), tokens, target_mask)
+                        parameters = list(tracer.accumulator.parameters.values())
+                        gradients = torch.autograd.grad(traced_loss.sum(), parameters)
+                        tracer.accumulator.add(pool, gradients, len(traced))
+                        traced_gradients.append(list(gradients))
+                        pool_losses.append(traced_loss.detach())
+                if indices:
+                    tokens, target_mask = collate(examples[pool].select(indices), pad, device)
+                    loss = per_example_loss(model(tokens), tokens, target_mask)
+                    batch_losses.append(loss)
+                    pool_losses.append(loss.detach())
+                losses[pool] = torch.cat(pool_losses).mean()
+            if batch_losses:
+                (torch.cat(batch_losses).sum() / batch_size).backward()
+            if traced_gradients:
+                with torch.no_grad():
+                    for gradients in traced_gradients:
+                        for parameter, gradient in zip(tracer.accumulator.parameters.values(), gradients, strict=True):  # type: ignore[union-attr]
+                            if parameter.grad is None:
+                                parameter.grad = gradient / batch_size
+                            else:
+                                parameter.grad += gradient / batch_size
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
             optimizer.step()
             state.step += 1
@@ -208,7 +254,7 @@ def train(
             state.seconds += time.perf_counter() - started
             bar.update(task, completed=state.step)
             if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or phase_over):
-                save_checkpoint(checkpoint_path, model, optimizer, state)
+                save_checkpoint(checkpoint_path, model, optimizer, state, tracer)
             if on_step is not None:
                 on_step(state)
     model.eval()

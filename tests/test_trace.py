@@ -1,0 +1,199 @@
+"""The gradient trace against slow, obviously-correct references."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import mechrecall as mr
+from mechrecall import models
+from mechrecall.data.tokenizer import build_world_tokenizer
+from mechrecall.encoding import collate, pad_id, per_example_loss
+from mechrecall.errors import ArtifactError, ConfigError
+from mechrecall.params import ParameterIndex
+from mechrecall.trace import (
+    TraceConfig, choose_individuals, log_grid, max_ranks, posthoc_influence, shared_counts, shared_curve, traced_examples,
+)
+from mechrecall.tracing import read_trace, shared_run, trace_run
+
+from conftest import FAST_TRAIN
+
+
+def reference_shared_sizes(bio: list[float], qa: list[float], ks: list[int]) -> list[int]:
+    """Top-k of each task (descending, ties to the lower index) and their intersection, per k."""
+    by_bio = sorted(range(len(bio)), key=lambda i: (-bio[i], i))
+    by_qa = sorted(range(len(qa)), key=lambda i: (-qa[i], i))
+    return [len(set(by_bio[:k]) & set(by_qa[:k])) for k in ks]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_sort_curve_equals_per_k_intersection_on_random_traces(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    n = 3000
+    bio = torch.rand(n, generator=generator)
+    qa = 0.5 * bio + torch.rand(n, generator=generator)  # correlated, like real traces
+    if seed % 2:  # many ties: exercise the tie-break by flat index
+        bio, qa = torch.round(bio * 20), torch.round(qa * 20)
+    ks = list(range(1, n + 1, 7)) + [n]
+    assert shared_counts(max_ranks(bio, qa), ks) == reference_shared_sizes(bio.tolist(), qa.tolist(), ks)
+
+
+def test_max_ranks_consume_sorts_in_place_and_keeps_inputs_otherwise() -> None:
+    bio, qa = torch.tensor([0.1, 0.9, 0.5, 0.5]), torch.tensor([0.4, 0.3, 0.2, 0.1])
+    kept = bio.clone()
+    assert max_ranks(bio, qa).tolist() == [3, 1, 2, 3]  # bio ranks 3,0,1,2; qa ranks 0,1,2,3
+    assert torch.equal(bio, kept)
+    assert max_ranks(bio, qa, consume=True).tolist() == [3, 1, 2, 3]
+    assert torch.equal(bio, torch.tensor([0.9, 0.5, 0.5, 0.1]))
+
+
+def test_log_grid_spans_ten_to_n() -> None:
+    grid = log_grid(10**7)
+    assert grid[0] == 10 and grid[-1] == 10**7 and len(grid) == 40 and grid == sorted(set(grid))
+
+
+@pytest.fixture(scope="module")
+def traced_run(mixed_run: mr.Run) -> mr.Run:
+    trace_run(mixed_run.path, TraceConfig(individuals=6, seed=1), device="cpu", progress=False)
+    return mixed_run
+
+
+def test_posthoc_influence_is_the_sum_of_per_example_gradient_magnitudes(traced_run: mr.Run) -> None:
+    model = traced_run.load_model()
+    world = traced_run.world()
+    people = choose_individuals(world, "qa_id", 6, 1)
+    examples = traced_examples(world, model.tokenizer, people, "qa_id")
+    assert len(examples["bio"]) == 6 and len(examples["qa"]) == 36
+    trace = read_trace(traced_run)
+    assert trace.metadata["people"] == people and trace.metadata["examples"] == {"bio": 6, "qa": 36}
+    # reference: plain backward per example, summing |grad| by hand
+    expected = {task: {n: torch.zeros_like(p) for n, p in model.named_parameters()} for task in ("bio", "qa")}
+    for task in ("bio", "qa"):
+        for i in range(len(examples[task])):
+            model.zero_grad()
+            tokens, mask = collate(examples[task].select([i]), pad_id(model.tokenizer))
+            per_example_loss(model(tokens), tokens, mask).sum().backward()
+            for name, parameter in model.named_parameters():
+                expected[task][name] += parameter.grad.abs()
+    index = trace.index
+    for task, flat in (("bio", trace.bio), ("qa", trace.qa)):
+        assert torch.allclose(flat, index.flatten(expected[task]), rtol=1e-5, atol=1e-8)
+
+
+def test_delta_and_theta_measures_weigh_the_gradient_magnitude(traced_run: mr.Run) -> None:
+    model = traced_run.load_model()
+    world = traced_run.world()
+    examples = traced_examples(world, model.tokenizer, choose_individuals(world, "qa_id", 3, 0), "qa_id")
+    base = traced_run.directory.load_tensors("base.safetensors")
+    plain = posthoc_influence(model, examples, "grad", pad_id(model.tokenizer)).totals
+    delta = posthoc_influence(model, examples, "grad-delta", pad_id(model.tokenizer), base).totals
+    theta = posthoc_influence(model, examples, "grad-theta", pad_id(model.tokenizer)).totals
+    for name, parameter in model.named_parameters():
+        moved = (parameter.detach() - base[name]).abs()
+        assert torch.allclose(delta["qa"][name], plain["qa"][name] * moved, rtol=1e-4, atol=1e-9)
+        assert torch.allclose(theta["bio"][name], plain["bio"][name] * parameter.detach().abs(), rtol=1e-4, atol=1e-9)
+
+
+def test_curve_on_a_real_trace_matches_the_reference(traced_run: mr.Run) -> None:
+    trace = read_trace(traced_run)
+    ks = [10, 100, 1000, 5000, 20000, trace.bio.numel()]
+    curve, _ = shared_curve(trace.bio, trace.qa, ks)
+    assert curve.shared == reference_shared_sizes(trace.bio.tolist(), trace.qa.tolist(), ks)
+    assert curve.shared[-1] == trace.bio.numel()
+
+
+def test_shared_mask_and_counts_per_head(traced_run: mr.Run) -> None:
+    result = shared_run(traced_run.path, k=2000)
+    mask_file = traced_run.directory.load_tensors("shared_mask.safetensors")
+    trace = read_trace(traced_run)
+    index = trace.index
+    mask = index.flatten({n: t.bool() for n, t in mask_file.items()})
+    assert int(mask.sum()) == result["mask"]["size"] == reference_shared_sizes(trace.bio.tolist(), trace.qa.tolist(), [2000])[0]
+    # brute force: address every selected element one by one
+    counts: dict[tuple[int, int, str], int] = {}
+    for flat in torch.nonzero(mask).flatten().tolist():
+        unit = index.unit_of(flat)
+        if unit is not None and unit[2] != "mlp":
+            counts[unit] = counts.get(unit, 0) + 1
+    for component, table in result["mask"]["by_head"].items():
+        for layer, row in enumerate(table):
+            for head, value in enumerate(row):
+                assert value == counts.get((layer, head, component), 0)
+
+
+def test_parameter_addressing_with_grouped_query_attention(tmp_path: Path) -> None:
+    tokenizer = build_world_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=48, max_position_embeddings=64,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = models.load_checkpoint(str(tmp_path))
+    index = ParameterIndex.of(model)
+    assert index.n_kv_heads == 2 and index.group_size == 2
+    assert index.numel == models.count_parameters(model)
+    assert index.unit_of(index.flat_index("blocks.1.attn._W_K", (1, 5, 3))) == (1, 1, "k")
+    assert index.unit_of(index.flat_index("blocks.0.attn.W_Q", (3, 0, 0))) == (0, 3, "q")
+    assert index.unit_of(index.flat_index("blocks.0.attn.W_O", (2, 7, 31))) == (0, 2, "o")
+    assert index.unit_of(index.flat_index("blocks.1.mlp.W_in", (4, 40))) == (1, 40, "mlp")
+    assert index.unit_of(index.flat_index("blocks.1.mlp.W_out", (40, 4))) == (1, 40, "mlp")
+    assert index.unit_of(index.flat_index("embed.W_E", (3, 3))) is None
+    for flat in torch.randint(0, index.numel, (200,)).tolist():
+        name, position = index.locate(flat)
+        assert index.flat_index(name, position) == flat
+    everything = torch.ones(index.numel, dtype=torch.bool)
+    by_head = index.count_by_head(everything)
+    per_head = 32 * 8 * 1  # d_model x d_head elements per head and component (no biases: frozen)
+    assert by_head["k"].shape == (2, 2) and by_head["k"].unique().tolist() == [per_head]
+    assert index.head_totals(by_head).unique().tolist() == [2 * per_head + 2 * per_head / 2]
+    assert ParameterIndex.from_spec(models.model_spec(model, "checkpoint", "x")) == index
+
+
+def test_training_trace_leaves_the_trajectory_and_resumes_exactly(world_dir: Path, tmp_path: Path) -> None:
+    config = mr.TrainConfig(strategy="mixed", steps=30, **{**FAST_TRAIN, "checkpoint_every": 8})
+    plain = mr.train_run(world_dir, tmp_path / "plain", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    trace = TraceConfig(individuals=5)
+    traced = mr.train_run(world_dir, tmp_path / "traced", mr.ModelConfig("micro"), config, device="cpu", progress=False, trace=trace)
+    a, b = plain.directory.load_tensors("model.safetensors"), traced.directory.load_tensors("model.safetensors")
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+
+    class Stop(Exception):
+        pass
+
+    def stop(state) -> None:
+        if state.step == 19:
+            raise Stop
+
+    with pytest.raises(Stop):
+        mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, trace=trace, on_step=stop)
+    resumed = mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, trace=trace)
+    whole, again = read_trace(traced, "training"), read_trace(resumed, "training")
+    assert torch.equal(whole.bio, again.bio) and torch.equal(whole.qa, again.qa)
+    assert whole.metadata["examples"]["bio"] > 0 and whole.metadata["examples"]["qa"] > 0
+    assert whole.bio.sum() > 0 and whole.qa.sum() > 0
+
+
+def test_bad_trace_requests(traced_run: mr.Run, world_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="larger than the 12 people"):
+        trace_run(traced_run.path, TraceConfig(individuals=13), device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="k must lie in"):
+        shared_run(traced_run.path, k=0)
+    with pytest.raises(ConfigError, match="k must lie in"):
+        shared_run(traced_run.path, k=10**9)
+    with pytest.raises(ConfigError, match="use the qa_id split"):
+        mr.train_run(world_dir, tmp_path / "x", mr.ModelConfig("micro"), mr.TrainConfig(), trace=TraceConfig(split="qa_ood"))
+    # a run without a fine-tuned model, and a trace made for other weights
+    other = mr.train_run(
+        world_dir, tmp_path / "other", mr.ModelConfig("micro", seed=9), mr.TrainConfig(steps=3, batch_size=4), device="cpu", progress=False
+    )
+    with pytest.raises(ArtifactError, match="no trace.safetensors"):
+        shared_run(other.path, k=10)
+    shutil.copy(traced_run.path / "trace.safetensors", other.path / "trace.safetensors")
+    other.directory.record("trace.safetensors")
+    with pytest.raises(ArtifactError, match="made for other weights"):
+        shared_run(other.path, k=10)
