@@ -39,16 +39,20 @@ def test_one_sort_curve_equals_per_k_intersection_on_random_traces(seed: int) ->
     if seed % 2:  # many ties: exercise the tie-break by flat index
         bio, qa = torch.round(bio * 20), torch.round(qa * 20)
     ks = list(range(1, n + 1, 7)) + [n]
-    assert shared_counts(max_ranks(bio, qa), ks) == reference_shared_sizes(bio.tolist(), qa.tolist(), ks)
+    expected = reference_shared_sizes(bio.tolist(), qa.tolist(), ks)
+    assert shared_counts(max_ranks(bio, qa), ks) == expected
+    assert shared_counts(max_ranks(bio.clone(), qa.clone(), consume=True), ks) == expected
 
 
-def test_max_ranks_consume_sorts_in_place_and_keeps_inputs_otherwise() -> None:
+def test_max_ranks_break_ties_by_index_and_leave_inputs_alone() -> None:
     bio, qa = torch.tensor([0.1, 0.9, 0.5, 0.5]), torch.tensor([0.4, 0.3, 0.2, 0.1])
     kept = bio.clone()
     assert max_ranks(bio, qa).tolist() == [3, 1, 2, 3]  # bio ranks 3,0,1,2; qa ranks 0,1,2,3
     assert torch.equal(bio, kept)
-    assert max_ranks(bio, qa, consume=True).tolist() == [3, 1, 2, 3]
-    assert torch.equal(bio, torch.tensor([0.9, 0.5, 0.5, 0.1]))
+    assert max_ranks(bio.clone(), qa.clone(), consume=True).tolist() == [3, 1, 2, 3]
+    assert max_ranks(torch.zeros(5), torch.zeros(5)).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="non-negative"):
+        max_ranks(torch.tensor([1.0, -0.0]), torch.ones(2))
 
 
 def test_log_grid_spans_ten_to_n() -> None:

@@ -219,19 +219,24 @@ def shared(
 
 
 def print_shared(results: dict[str, dict[str, Any]], by_head: bool) -> None:
+    from mechrecall.trace import report_ks
+
     table = Table(title="|S_k| / k  (random overlap k/N in brackets)")
     table.add_column("k", justify="right")
     for label in results:
         table.add_column(label, justify="right")
     curves = {label: result["curve"] for label, result in results.items()}
+    sizes = [dict(zip(curve["k"], curve["shared"])) for curve in curves.values()]
+    if len(curves) == 2:
+        table.add_column("|S_k| ratio (first / second)", justify="right")
     first = next(iter(curves.values()))
-    from mechrecall.trace import report_ks
-
     for k in report_ks(first["n"]):
-        cells = []
-        for curve in curves.values():
-            exact = dict(zip(curve["k"], curve["shared"]))
-            cells.append(f"{exact[k] / k:.4f} ({k / curve['n']:.4f})" if k in exact else "·")
+        cells = [
+            f"{size[k] / k:.4f} ({k / curve['n']:.4f})" if k in size else "·" for size, curve in zip(sizes, curves.values())
+        ]
+        if len(curves) == 2:
+            a, b = sizes[0].get(k), sizes[1].get(k)
+            cells.append(f"{a / b:.2f}" if a is not None and b else "·")
         table.add_row(f"{k:,}", *cells)
     console.print(table)
     if by_head:

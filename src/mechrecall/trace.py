@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -134,35 +136,75 @@ def posthoc_influence(
 
 # ---- shared sets ---------------------------------------------------------------------------------
 
-def _ranks_into(values: Float[Tensor, " n"], out: Int[Tensor, " n"], combine_max: bool, chunk: int = 1 << 22) -> None:
-    """Write (or max into) ``out`` each element's descending rank; sorts ``values`` in place."""
-    order = torch.empty(values.numel(), dtype=torch.long)
-    torch.sort(values, descending=True, stable=True, out=(values, order))
-    for start in range(0, values.numel(), chunk):
-        positions = order[start : start + chunk]
-        ranks = torch.arange(start, start + positions.numel(), dtype=out.dtype)
-        if combine_max:
-            ranks = torch.maximum(ranks, out[positions])
-        out[positions] = ranks
-    del order
+_CHUNK = 1 << 18  # elements per block of the chunked passes (bounds their temporaries)
+
+
+def _descending_keys(values: Float[Tensor, " n"]) -> np.ndarray:
+    """One int64 key per element whose ascending order is: value descending, then flat index
+    ascending. Non-negative float32 values order like their bit patterns, so the high 32 bits
+    hold ``0x7FFFFFFF - bits(value)`` and the low 32 bits the index: keys are unique, and an
+    unstable in-place sort of them is the stable descending sort of the values."""
+    source = values.detach().to(torch.float32).contiguous().numpy()
+    bits = source.view(np.int32)
+    keys = np.empty(source.size, dtype=np.int64)
+    # little-endian int64 = (low int32, high int32): write both halves through an int32 view
+    halves = keys.view(np.int32).reshape(-1, 2)
+    offsets = np.arange(_CHUNK, dtype=np.int32)
+    for start in range(0, source.size, _CHUNK):
+        stop = min(start + _CHUNK, source.size)
+        high = halves[start:stop, 1]
+        np.subtract(np.int32(0x7FFFFFFF), bits[start:stop], out=high)
+        # +0.0 .. +inf map to 0x7FFFFFFF .. 0x7FFFFF; NaN lies below, a set sign bit wraps negative
+        if high.min() < 0x7FFFFF:
+            raise ValueError("influence must be non-negative (not -0.0) and not NaN")
+        np.add(offsets[: stop - start], np.int32(start), out=halves[start:stop, 0])
+    return keys
+
+
+def _ranks_into(values: Float[Tensor, " n"], out: Int[Tensor, " n"], previous: Int[Tensor, " n"] | None) -> None:
+    """Write into ``out`` each element's rank by descending value (ties: lower index first), or
+    its maximum with ``previous``. ``out`` may share memory with ``values`` (read into keys first)
+    or with ``previous`` (each element is read before it is written)."""
+    keys = _descending_keys(values)
+    keys.sort()  # in place: no copy, no index array beside the keys
+    positions_by_rank = keys.view(np.int32).reshape(-1, 2)[:, 0]  # the low halves: flat indices
+    ranks = out.numpy()
+    earlier = previous.numpy() if previous is not None else None
+    offsets = np.arange(_CHUNK, dtype=ranks.dtype)
+    chunk_ranks = np.empty(_CHUNK, dtype=ranks.dtype)
+    positions = np.empty(_CHUNK, dtype=np.intp)  # contiguous native indices: the fast fancy-index path
+    for start in range(0, keys.size, _CHUNK):
+        width = min(_CHUNK, keys.size - start)
+        where, current = positions[:width], chunk_ranks[:width]
+        where[:] = positions_by_rank[start : start + width]
+        np.add(offsets[:width], start, out=current)
+        if earlier is not None:
+            np.maximum(current, earlier[where], out=current)
+        ranks[where] = current
+    del keys
 
 
 def max_ranks(bio: Float[Tensor, " n"], qa: Float[Tensor, " n"], consume: bool = False) -> Int[Tensor, " n"]:
-    """``max(rank_bio, rank_qa)`` per element (int32 below 2^31 elements, else int64): element
-    ``i`` is in ``S_k`` iff ``max_ranks[i] < k``. With ``consume`` the inputs are sorted in place
-    (no copies: peak memory beyond them is the result plus one int64 index per element)."""
+    """``max(rank_bio, rank_qa)`` per element (int32): element ``i`` is in ``S_k`` iff
+    ``max_ranks[i] < k``. Each task costs one in-place sort of 8-byte keys. Peak memory beyond the
+    influence tensors: 12 bytes per element (keys and result); with ``consume`` (float32,
+    contiguous inputs the caller gives up) 8, as the ranks are written over the inputs and the
+    result is ``qa``'s memory."""
     if bio.shape != qa.shape or bio.ndim != 1:
         raise ValueError("bio and qa influence must be flat tensors of one length")
-    if not consume:
-        bio, qa = bio.clone(), qa.clone()
-    dtype = torch.int32 if bio.numel() < 2**31 else torch.int64
-    ranks = torch.empty(bio.numel(), dtype=dtype)
-    _ranks_into(bio.float() if bio.dtype != torch.float32 else bio, ranks, combine_max=False)
-    _ranks_into(qa.float() if qa.dtype != torch.float32 else qa, ranks, combine_max=True)
-    return ranks
+    if sys.byteorder != "little" or bio.numel() >= 2**31:
+        raise ValueError("max_ranks needs a little-endian machine and fewer than 2^31 elements")
+    reusable = consume and all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu" for t in (bio, qa))
+    if reusable:
+        bio_ranks, result = bio.view(torch.int32), qa.view(torch.int32)
+    else:
+        bio_ranks = result = torch.empty(bio.numel(), dtype=torch.int32)
+    _ranks_into(bio, bio_ranks, previous=None)
+    _ranks_into(qa, result, previous=bio_ranks)
+    return result
 
 
-def shared_counts(ranks: Int[Tensor, " n"], ks: Sequence[int], chunk: int = 1 << 22) -> list[int]:
+def shared_counts(ranks: Int[Tensor, " n"], ks: Sequence[int], chunk: int = _CHUNK) -> list[int]:
     """``|S_k|`` for every ``k``: the number of elements whose larger rank is below ``k``."""
     grid = torch.tensor(sorted(set(ks)), dtype=torch.long)
     counts = torch.zeros(len(grid), dtype=torch.long)
@@ -225,7 +267,8 @@ class SharedCurve:
 
 
 def shared_curve(bio: Tensor, qa: Tensor, ks: Sequence[int] | None = None, consume: bool = False) -> tuple[SharedCurve, Tensor]:
-    """The curve ``|S_k|`` over ``ks`` (default: a 40-point log grid from 10 to N) and the ranks."""
+    """The curve ``|S_k|`` over ``ks`` (default: a 40-point log grid from 10 to N, plus the
+    study's k) and the max ranks; ``consume`` lets it overwrite the inputs (see ``max_ranks``)."""
     n = bio.numel()
     ks = list(ks) if ks is not None else sorted(set(log_grid(n)) | set(report_ks(n)))
     for k in ks:

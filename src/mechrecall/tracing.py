@@ -105,7 +105,7 @@ def shared_run(
     run = open_run(path)
     trace = read_trace(run, mode)
     chosen_k = resolve_k(trace.bio.numel(), k, fraction) if (k is not None or fraction is not None) else None
-    curve, ranks = shared_curve(trace.bio, trace.qa, consume=True)
+    curve, ranks = shared_curve(trace.bio, trace.qa, consume=True)  # loaded for this call: reuse its memory
     result: dict[str, Any] = {"run": str(run.path), "trace": mode, "measure": trace.metadata.get("measure"), "curve": curve.to_json()}
     if chosen_k is not None:
         mask = ranks < chosen_k
