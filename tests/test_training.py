@@ -137,3 +137,12 @@ def test_finished_run_with_the_same_config_is_not_trained_again(mixed_run: mr.Ru
     config = mr.TrainConfig(**mixed_run.directory.config["train"])
     again = mr.train_run(world_dir, mixed_run.path, mr.ModelConfig("micro"), config, device="cpu", progress=False)
     assert again.directory.manifest["files"]["model.safetensors"] == before
+
+
+def test_a_finished_run_is_a_base_for_another_world(mixed_run: mr.Run, tmp_path: Path) -> None:
+    other = tmp_path / "other-world"
+    mr.save_world(mr.create_world(mr.WorldConfig(people=10, seed=11)), other)
+    run = mr.train_run(other, tmp_path / "tuned", mr.ModelConfig(str(mixed_run.path)), mr.TrainConfig(steps=4, batch_size=4), device="cpu", progress=False)
+    base = run.directory.load_tensors("base.safetensors")
+    assert all(torch.equal(base[k], v) for k, v in mixed_run.directory.load_tensors("model.safetensors").items())
+    assert run.spec()["source"] == "run"

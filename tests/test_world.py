@@ -123,3 +123,13 @@ def test_saved_world_round_trips(world_dir) -> None:
     loaded = mr.load_world(world_dir)
     assert loaded.fingerprint == mr.create_world(mr.WorldConfig(people=24, seed=3)).fingerprint
     assert len(loaded.tokenizer) == len(build_world_tokenizer())
+
+
+def test_populations_a_and_b_share_no_person() -> None:
+    a = sample_world(WorldConfig(people=3000, seed=1, population="a"))
+    b = sample_world(WorldConfig(people=3000, seed=1, population="b"))
+    assert not {p.last_name for p in a} & {p.last_name for p in b}
+    with pytest.raises(ConfigError, match="unknown population"):
+        WorldConfig(population="c").validate()
+    with pytest.raises(ConfigError, match="too many for unique names"):
+        sample_world(WorldConfig(people=10**6, population="a"))

@@ -69,6 +69,7 @@ def data(
     permute: bool | None = typer.Option(None, "--permute/--no-permute", help="shuffle sentence order in each BIO"),
     fullname: bool | None = typer.Option(None, "--fullname/--pronoun", help="full name in every sentence"),
     qa_id_fraction: float | None = typer.Option(None, "--qa-id-fraction", help="share of people whose QA is trained on"),
+    population: str | None = typer.Option(None, help="all | a | b: two disjoint name populations (a base pre-trained on b never saw a person of a)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
     """Sample a synthetic biography world and save it (DatasetDict + tokenizer)."""
@@ -78,7 +79,7 @@ def data(
     _quiet_libraries()
     config = with_overrides(
         mr.get_preset(preset).world, people=people, seed=seed, bio_per_person=bio_per_person, permute=permute,
-        fullname=fullname, qa_id_fraction=qa_id_fraction,
+        fullname=fullname, qa_id_fraction=qa_id_fraction, population=population,
     )
     config.validate()
     world = mr.create_world(config)
@@ -94,7 +95,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="run directory to write (an unfinished run of the same config resumes)"),
     strategy: str = typer.Option("mixed", help="mixed | two-stage"),
     preset: str = typer.Option("tiny", help="tiny | small | paper: model and training defaults"),
-    model: str | None = typer.Option(None, help="a size built here (micro, tiny, small) or a checkpoint dir / cached hub id"),
+    model: str | None = typer.Option(None, help="a size built here (micro, tiny, small), a run directory (its tuned weights as θ_pre), or a checkpoint dir / cached hub id"),
     model_seed: int | None = typer.Option(None, "--model-seed", help="initialisation seed of a model built here"),
     dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16"),
     steps: int | None = typer.Option(None, help="mixed: training steps"),

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mechrecall.errors import ConfigError
 
 STRATEGIES = ("mixed", "two-stage")
+POPULATIONS = ("all", "a", "b")
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,13 @@ class WorldConfig:
     permute: bool = False  # shuffle sentence order in each BIO
     fullname: bool = False  # full name in every sentence instead of a pronoun
     qa_id_fraction: float = 0.5  # share of people whose QA is trained on (the rest is OOD)
+    # "all", or one of two disjoint populations ("a": last names of even pool index, "b": odd),
+    # so that a base pre-trained on "b" has never seen a person of an "a" world
+    population: str = "all"
 
     def validate(self) -> None:
+        if self.population not in POPULATIONS:
+            raise ConfigError(f"unknown population {self.population!r}: choose one of {', '.join(POPULATIONS)}")
         if self.people < 2:
             raise ConfigError(f"people must be at least 2 (one QA-ID and one QA-OOD person), got {self.people}")
         if self.bio_per_person < 1:
@@ -59,8 +66,9 @@ MODEL_SIZES: dict[str, ModelSize] = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``name`` is a size built here (see MODEL_SIZES) or a checkpoint: a local directory or a
-    Hugging Face model id already in the local cache."""
+    """``name`` is a size built here (see MODEL_SIZES), a run directory (its fine-tuned weights
+    become θ_pre: a base pre-trained here, e.g. on a disjoint population), or a checkpoint: a
+    local directory or a Hugging Face model id already in the local cache."""
 
     name: str = "tiny"
     seed: int = 0  # initialisation seed of a model built here
@@ -69,6 +77,15 @@ class ModelConfig:
     @property
     def is_built_here(self) -> bool:
         return self.name in MODEL_SIZES
+
+    @property
+    def source(self) -> str:
+        """``built`` (a size), ``run`` (a run directory) or ``checkpoint``."""
+        if self.is_built_here:
+            return "built"
+        if (Path(self.name) / "manifest.json").is_file():
+            return "run"
+        return "checkpoint"
 
 
 @dataclass(frozen=True)

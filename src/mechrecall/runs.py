@@ -115,9 +115,15 @@ def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _initial_model(model_config: ModelConfig, world: World, device: str) -> tuple[HookedTransformer, str]:
-    if model_config.is_built_here:
+    source = model_config.source
+    if source == "built":
         model = models.build_model(model_config.name, world.tokenizer, seed=model_config.seed, device=device, dtype=model_config.dtype)
         return model, "built"
+    if source == "run":
+        base = open_run(model_config.name)
+        if not base.directory.has("tokenizer") and len(base.tokenizer()) != len(world.tokenizer):
+            raise ConfigError(f"the base run {model_config.name} uses another vocabulary than this world")
+        return base.load_model("tuned", device=device), "run"
     return models.load_checkpoint(model_config.name, dtype=model_config.dtype, device=device), "checkpoint"
 
 
@@ -132,7 +138,7 @@ def _create_run(
         directory = ArtifactDir.create(staging, "run", config, seeds)
         with directory.write_folder("data") as folder:
             shutil.copytree(world_dir.path / "data", folder, dirs_exist_ok=True)
-        if source == "checkpoint":
+        if source == "checkpoint" or (source == "run" and open_run(model_config.name).directory.has("tokenizer")):
             with directory.write_folder("tokenizer") as folder:
                 model.tokenizer.save_pretrained(str(folder))
         directory.write_json("model.json", models.model_spec(model, source, model_config.name))
@@ -190,8 +196,10 @@ def train_run(
         if existing.is_trained:
             return existing
     if not resumable:
-        if not model_config.is_built_here:
+        if model_config.source == "checkpoint":
             models.resolve_checkpoint(model_config.name)  # fail before anything is written
+        elif model_config.source == "run" and not open_run(model_config.name).is_trained:
+            raise RunDirError(f"the base run {model_config.name} is not finished: train it first")
         prepare_output(out, overwrite)
         seeds = {"world": world.config.seed, "model_init": model_config.seed, "train": train_config.seed}
         _create_run(out, world_dir, world, config, model_config, seeds, device)

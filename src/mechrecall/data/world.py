@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from mechrecall.config import WorldConfig
 from mechrecall.data import pools
 from mechrecall.data.templates import ATTRIBUTES
+from mechrecall.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,16 @@ class Person:
         return {**asdict(self), "full_name": self.full_name}
 
 
-def max_unique_names() -> int:
+def last_names(population: str) -> list[str]:
+    """The last-name pool of a population: all, or the even ("a") or odd ("b") half."""
+    if population == "all":
+        return list(pools.LAST_NAMES)
+    return pools.LAST_NAMES[0 if population == "a" else 1 :: 2]
+
+
+def max_unique_names(population: str = "all") -> int:
     firsts = len(pools.FIRST_NAMES_MALE) + len(pools.FIRST_NAMES_FEMALE)
-    return firsts * len(pools.MIDDLE_NAMES) * len(pools.LAST_NAMES)
+    return firsts * len(pools.MIDDLE_NAMES) * len(last_names(population))
 
 
 def sample_world(config: WorldConfig) -> list[Person]:
@@ -50,14 +58,17 @@ def sample_world(config: WorldConfig) -> list[Person]:
     the first ``round(qa_id_fraction * people)`` of it (at least one, at most people - 1) are ID.
     """
     config.validate()
+    if config.people > max_unique_names(config.population) // 4:
+        raise ConfigError(f"{config.people:,} people is too many for unique names: at most {max_unique_names(config.population) // 4:,}")
     rng = random.Random(config.seed)
+    surnames = last_names(config.population)
     seen_names: set[tuple[str, str, str]] = set()
     drafts: list[dict[str, str]] = []
     employers = sorted(pools.EMPLOYERS)
     while len(drafts) < config.people:
         gender = rng.choice(pools.GENDERS)
         firsts = pools.FIRST_NAMES_MALE if gender == "male" else pools.FIRST_NAMES_FEMALE
-        name = (rng.choice(firsts), rng.choice(pools.MIDDLE_NAMES), rng.choice(pools.LAST_NAMES))
+        name = (rng.choice(firsts), rng.choice(pools.MIDDLE_NAMES), rng.choice(surnames))
         if name in seen_names:
             continue
         seen_names.add(name)

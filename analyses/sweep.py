@@ -1,0 +1,63 @@
+"""Sweep the levers of the strategy gap (issue: presets in which the phenomenon appears).
+
+    python analyses/sweep.py --root runs/sweep --seeds 0 \
+        --trial "base" --trial "wd1:weight_decay=1.0" --trial "aug:bio_per_person=3,permute=true,fullname=true" \
+        --trial "disjoint:base=disjoint"
+
+Each trial is the preset (--preset, default tiny) plus overrides of world, training or model
+settings; both strategies are trained per seed. Prints the table (mean ± spread over seeds) and
+writes results.json, summary.json and summary.html under --root. Finished runs are reused, so
+an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("runs/sweep"))
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--trial", action="append", default=[], help="name:key=value,... (repeatable)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+
+    import datasets
+    from rich.console import Console
+    from rich.table import Table
+
+    from mechrecall.artifacts import write_json_atomic
+    from mechrecall.figures import write_figure
+    from mechrecall.sweep import Trial, run_sweep, summarize, summary_figure
+
+    datasets.disable_progress_bars()
+    trials = [Trial.parse(text, args.preset) for text in (args.trial or ["preset"])]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = run_sweep(trials, seeds, args.root, device=args.device, progress=not args.no_progress)
+    summary = summarize(rows)
+    write_json_atomic(args.root / "summary.json", summary)
+    write_figure(summary_figure(summary), args.root / "summary.html")
+    table = Table(title=f"strategy gap, {args.preset} preset, seeds {args.seeds} (mean ± spread, %)")
+    for column in ("trial", "mixed BIO", "mixed QA-ID", "mixed QA-OOD", "two-stage BIO", "two-stage QA-ID", "two-stage QA-OOD", "gap", "train s"):
+        table.add_column(column, justify="left" if column == "trial" else "right")
+
+    def cell(entry: dict, key: str) -> str:
+        return f"{100 * entry[key][0]:.1f} ± {100 * entry[key][1]:.1f}" if key in entry else "·"
+
+    for entry in summary:
+        keys = ["mixed/bio", "mixed/qa_id", "mixed/qa_ood", "two-stage/bio", "two-stage/qa_id", "two-stage/qa_ood", "gap"]
+        table.add_row(entry["trial"], *[cell(entry, k) for k in keys], f"{entry['train_seconds']:.0f}")
+    Console(width=200).print(table)
+    print(json.dumps({t.name: t.overrides for t in trials}))
+
+
+if __name__ == "__main__":
+    main()

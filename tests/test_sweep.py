@@ -1,0 +1,43 @@
+"""The sweep tool: trial parsing, runs for both strategies (and a disjoint base), the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mechrecall.errors import ConfigError
+from mechrecall.sweep import Trial, run_sweep, summarize
+
+SMALL = "people=12,name=micro,steps=4,bio_steps=2,qa_steps=2,batch_size=4,warmup_steps=1"
+
+
+def test_trial_parsing_routes_settings_and_refuses_unknown_ones() -> None:
+    trial = Trial.parse("aug:bio_per_person=3,permute=true,weight_decay=1.0,name=micro")
+    world, model, train, base = trial.configs(seed=2)
+    assert world.bio_per_person == 3 and world.permute is True and world.seed == 2
+    assert train.weight_decay == 1.0 and train.seed == 2 and model.name == "micro" and base == "random"
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        Trial.parse("x:colour=blue")
+    with pytest.raises(ConfigError, match="qa-share"):
+        Trial.parse("x:qa_share=2")
+    with pytest.raises(ConfigError, match="base must be"):
+        Trial.parse("x:base=pretrained")
+
+
+def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> None:
+    trials = [Trial.parse(f"plain:{SMALL}"), Trial.parse(f"disjoint:{SMALL},base=disjoint")]
+    rows = run_sweep(trials, [0, 1], tmp_path, device="cpu", progress=False)
+    assert len(rows) == 8 and {r["strategy"] for r in rows} == {"mixed", "two-stage"}
+    assert (tmp_path / "disjoint" / "base-s0" / "model.safetensors").exists()
+    summary = {entry["trial"]: entry for entry in summarize(rows)}
+    plain = [r for r in rows if r["trial"] == "plain"]
+    gaps = [
+        next(r["qa_ood"] for r in plain if r["seed"] == s and r["strategy"] == "mixed")
+        - next(r["qa_ood"] for r in plain if r["seed"] == s and r["strategy"] == "two-stage")
+        for s in (0, 1)
+    ]
+    assert summary["plain"]["gap"][0] == pytest.approx(sum(gaps) / 2)
+    assert summary["plain"]["seeds"] == 2
+    again = run_sweep(trials[:1], [0], tmp_path, device="cpu", progress=False)  # finished runs are reused
+    assert again[0]["run"] == rows[0]["run"] and again[0]["qa_ood"] == rows[0]["qa_ood"]
