@@ -258,6 +258,70 @@ def print_shared(results: dict[str, dict[str, Any]], by_head: bool) -> None:
 
 
 @app.command()
+@reports_errors
+def graft(
+    run: Path = typer.Argument(..., help="a trained run directory"),
+    sparsity: float = typer.Option(1e-3, help="α: the base mask's share of all parameters, in (0, 1)"),
+    target: float | None = typer.Option(None, help="find the smallest α (1e-4 … 5e-2) recovering this share of θ_task's QA-ID accuracy"),
+    steps: int = typer.Option(60, help="mask updates"),
+    lr: float = typer.Option(2.0, help="largest logit move per update"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    seed: int = typer.Option(0),
+    device: str | None = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Grafting: a sparse mask γ with θ_pre + γ ⊙ (θ_task − θ_pre) recovering θ_task's QA accuracy."""
+    from mechrecall.grafting import GraftConfig, graft_run
+
+    _quiet_libraries()
+    config = GraftConfig(sparsity=sparsity, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+    summary = graft_run(run, config, target=target, device=device, progress=progress)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    table = Table(title=f"graft of {run}: α={summary['sparsity']:g}, |γ|₀={summary['size']:,} ({100 * summary['fraction']:.3f}% of parameters)")
+    for column in ("model", "BIO", "QA-ID", "QA-OOD"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, values in summary["accuracy"].items():
+        table.add_row(name, *(f"{100 * values[m]:.1f}" for m in ("bio", "qa_id", "qa_ood")))
+    console.print(table)
+    if "shared_overlap" in summary:
+        overlap = summary["shared_overlap"]
+        console.print(f"|S ∩ γ|₀ / |γ|₀ = {overlap['intersection']:,} / {summary['size']:,} = {100 * overlap['share_of_graft']:.1f}% (|S| = {overlap['shared_size']:,})")
+
+
+@app.command()
+@reports_errors
+def ablate(
+    run: Path = typer.Argument(..., help="a trained, traced run directory"),
+    what: str = typer.Option(..., help="shared | random | graft-minus-shared"),
+    k: int | None = typer.Option(None, "--k", help="the shared set S_k's size"),
+    fraction: float | None = typer.Option(None, help="S_k with k = this fraction of all elements"),
+    like: str = typer.Option("shared", help="random control: shared (same count per tensor) | global"),
+    seeds: int = typer.Option(3, help="random controls to average"),
+    device: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Reset a set of parameter elements to θ_pre and evaluate the drop in BIO, QA-ID, QA-OOD."""
+    from mechrecall.ablation import ablate_run
+
+    _quiet_libraries()
+    result = ablate_run(run, what, k=k, fraction=fraction, like=like, seeds=seeds, device=device)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    table = Table(title=f"ablation of {what} in {run}")
+    for column in ("metric", "before", "after", "drop", "relative drop"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    reference = result.get("graft", result["tuned"])
+    for metric, values in result["ablated"].items():
+        spread = f" ± {100 * result['spread'][metric]:.1f}" if "spread" in result else ""
+        table.add_row(metric, f"{100 * reference[metric]:.1f}", f"{100 * values['accuracy']:.1f}{spread}", f"{100 * values['drop']:.1f}", f"{100 * values['relative_drop']:.1f}%")
+    console.print(table)
+
+
+@app.command()
 def presets() -> None:
     """List the named presets."""
     from mechrecall.config import PRESETS
