@@ -322,6 +322,117 @@ def ablate(
 
 
 @app.command()
+@reports_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="runs to compare (e.g. mixed and two-stage)"),
+    out: Path = typer.Option(Path("figures"), "--out", help="folder for report.md and report.html"),
+) -> None:
+    """Compare runs beside the study's numbers: a findings table (markdown, HTML) and figures."""
+    from mechrecall.report import compare_runs, write_report
+
+    _quiet_libraries()
+    gathered, rows = compare_runs(runs)
+    markdown, page = write_report(runs, out)
+    table = Table(title="findings beside the study")
+    for column in ("finding", "measure", "study", *(r["label"] for r in gathered), "agrees"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["finding"], row["measure"], row["study"], *row["ours"], row["agrees"])
+    console.print(table)
+    console.print(f"written: {markdown}, {page}")
+
+
+@app.command("ablate-heads")
+@reports_errors
+def ablate_heads(
+    run: Path = typer.Argument(..., help="a trained run (with a shared mask and/or a graft for those rankings)"),
+    top: str = typer.Option("10%", help="a percentage of all heads (10%) or a count (12)"),
+    rank_by: str = typer.Option("shared", "--rank-by", help="shared | grafted | random"),
+    method: str = typer.Option("reset", help="reset (weights back to θ_pre) | zero | mean (of hook_z over a reference batch)"),
+    curve: str | None = typer.Option(None, help="percentages of heads, e.g. 1,2,5,10,20: accuracy for each ranking"),
+    seed: int = typer.Option(0, help="seed of the random ranking"),
+    device: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Ablate the top heads of a ranking; with --curve, accuracy against the share of heads ablated."""
+    from mechrecall.errors import ConfigError
+    from mechrecall.figures import write_figure
+    from mechrecall.heads import ablate_heads_run, concentration_figure, curve_figure
+
+    _quiet_libraries()
+    shares = None
+    if curve is not None:
+        try:
+            shares = [float(x) for x in curve.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--curve {curve!r} is not a list of percentages like 1,2,5,10,20") from None
+    result = ablate_heads_run(run, top=top, rank_by=rank_by, method=method, curve=shares, seed=seed, device=device)
+    write_figure(concentration_figure(result["rankings"], f"{run}: concentration over heads"), Path(run) / "figures" / "head_concentration.html")
+    if "curve" in result:
+        write_figure(curve_figure(result["curve"], result["before"], f"{run}: ablating top heads ({method})"), Path(run) / "figures" / "ablate_heads_curve.html")
+    if as_json:
+        sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "rankings"}, indent=2) + "\n")
+        return
+    table = Table(title=f"{run}: ablating the top {result['count']} heads by {rank_by} ({method})")
+    for column in ("metric", "before", "after", "drop"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in ("bio", "qa_id", "qa_ood"):
+        table.add_row(metric, f"{100 * result['before'][metric]:.1f}", f"{100 * result['after'][metric]:.1f}", f"{100 * result['drop'][metric]:.1f}")
+    console.print(table)
+    console.print("heads: " + ", ".join(f"{l}.{h}" for l, h in result["heads"]))
+    for ranking, info in result["rankings"].items():
+        if info["concentration"]:
+            c = info["concentration"]
+            console.print(f"{ranking}: the top {c['top_heads']} heads ({100 * c['top_share']:.0f}%) hold {100 * c['held_by_top']:.1f}% of the elements")
+
+
+@app.command()
+@reports_errors
+def attention(
+    run: Path = typer.Argument(..., help="a trained run"),
+    heads: str = typer.Option("top:5", help="top:N (by shared size), top:RANKING:N, or a list L.H,L.H"),
+    example: int = typer.Option(0, help="the person whose BIO and QA patterns are drawn"),
+    attribute: str = typer.Option("birth_city", help="the attribute asked"),
+    people: int = typer.Option(100, help="people averaged for the named-pattern scores"),
+    device: str | None = typer.Option(None),
+) -> None:
+    """Attention patterns of chosen heads on one person's BIO and QA, and named-pattern scores."""
+    from mechrecall.attention import attention_run
+
+    _quiet_libraries()
+    result = attention_run(run, heads, person=example, attribute=attribute, people=people, device=device)
+    table = Table(title="named patterns of the chosen heads (mean attention from the answer position)")
+    for column in ("head", "BIO subject", "QA subject", "BIO relation", "QA relation"):
+        table.add_column(column, justify="right")
+    for head, values in result["head_scores"].items():
+        table.add_row(head, *(f"{values[k]:.2f}" for k in ("bio_subject", "qa_subject", "bio_relation", "qa_relation")))
+    console.print(table)
+    for score, heads_list in result["shared_patterns"].items():
+        console.print(f"{score} pattern on both BIO and QA (≥ 0.3): " + (", ".join(f"{l}.{h}" for l, h in heads_list) or "none"))
+    console.print("figures: " + ", ".join(result["figures"]))
+
+
+@app.command()
+@reports_errors
+def patch(
+    run: Path = typer.Argument(..., help="a trained run"),
+    pairs: int = typer.Option(64, help="clean/corrupted prompt pairs per format"),
+    seed: int = typer.Option(0),
+    device: str | None = typer.Option(None),
+) -> None:
+    """Activation patching of head outputs (clean person into a corrupted name), BIO and QA."""
+    from mechrecall.patching import patching_run
+
+    _quiet_libraries()
+    result = patching_run(run, pairs=pairs, seed=seed, device=device)
+    for kind, values in result["restored"].items():
+        flat = [(v, l, h) for l, row in enumerate(values) for h, v in enumerate(row)]
+        best = sorted(flat, reverse=True)[:5]
+        console.print(f"{kind}: most restoring heads " + ", ".join(f"{l}.{h} ({v:.2f})" for v, l, h in best))
+    console.print(f"figure: {result['figure']}")
+
+
+@app.command()
 def presets() -> None:
     """List the named presets."""
     from mechrecall.config import PRESETS
