@@ -51,7 +51,7 @@ def test_trace_shared_graft_ablate_report(two_runs: tuple[Path, Path], tmp_path:
             assert set(result["ablated"]) == {"bio", "qa_id", "qa_ood"}
     output = _ok("report", two, mixed, "--out", tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "|S ∩ γ|₀ / |γ|₀" in markdown and "11.0%" in markdown and "shared reset" in markdown
+    assert "\\|S ∩ γ\\|₀ / \\|γ\\|₀" in markdown and "11.0%" in markdown and "shared reset" in markdown
     assert markdown.index("mixed (mixed)") < markdown.index("two-stage (two-stage)")  # mixed first, whatever the order given
     assert "plotly" in (tmp_path / "report" / "report.html").read_text()[:200000]
 

@@ -61,7 +61,7 @@ def locate(tokenizer, text: str, name: str, kind: str) -> Prompt:
             and piece != "s"  # the possessive 's
         ):
             relation.append(position)
-    labels = ["<s>"] + [text[s:e] for s, e in offsets]
+    labels = ["[BOS]"] + [text[s:e] for s, e in offsets]
     return Prompt(kind, [bos_id(tokenizer), *ids], labels, subject, relation)
 
 

@@ -129,7 +129,10 @@ def write_report(paths: list[Path | str], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     header = ["finding", "measure", "study", *labels, "agrees in direction"]
     md = ["# mechrecall report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join([r["finding"], r["measure"], r["study"], *r["ours"], r["agrees"]]) + " |" for r in rows]
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")  # a literal bar inside a markdown table cell
+
+    md += ["| " + " | ".join(cell(c) for c in [r["finding"], r["measure"], r["study"], *r["ours"], r["agrees"]]) + " |" for r in rows]
     with atomic_path(out / "report.md") as temporary:
         temporary.write_text("\n".join(md) + "\n")
     table = "".join(f"<th>{html.escape(h)}</th>" for h in header)
