@@ -36,3 +36,16 @@ def mixed_run(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> mr.R
     out = tmp_path_factory.mktemp("runs") / "mixed"
     config = mr.TrainConfig(strategy="mixed", steps=300, **FAST_TRAIN)
     return mr.train_run(world_dir, out, mr.ModelConfig("micro"), config, device="cpu", progress=False)
+
+
+def localized_copy(run: mr.Run, path: Path, fraction: float) -> mr.Run:
+    """A copy of a trained run with a post-hoc trace (6 people) and an exported shared mask."""
+    import shutil
+
+    from mechrecall.trace import TraceConfig
+    from mechrecall.tracing import shared_run, trace_run
+
+    shutil.copytree(run.path, path)
+    trace_run(path, TraceConfig(individuals=6), device="cpu", progress=False)
+    shared_run(path, fraction=fraction)
+    return mr.open_run(path)

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 import mechrecall as mr
+from conftest import localized_copy
 from mechrecall.ablation import ablate_run
 from mechrecall.errors import ArtifactError, ConfigError
 from mechrecall.grafting import GraftConfig, base_mask, graft_run, learn_graft, graft_examples
 from mechrecall.masks import empty_mask, full_mask, mask_size, random_like, set_weights
 from mechrecall.params import ParameterIndex
-from mechrecall.trace import TraceConfig
-from mechrecall.tracing import shared_run, trace_run
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +64,7 @@ def test_graft_of_almost_everything_recovers_the_tuned_accuracy(mixed_run: mr.Ru
 
 @pytest.fixture(scope="module")
 def localized_run(mixed_run: mr.Run, tmp_path_factory: pytest.TempPathFactory) -> mr.Run:
-    path = tmp_path_factory.mktemp("localized") / "run"
-    shutil.copytree(mixed_run.path, path)
-    trace_run(path, TraceConfig(individuals=6), device="cpu", progress=False)
-    shared_run(path, fraction=0.02)
-    return mr.open_run(path)
+    return localized_copy(mixed_run, tmp_path_factory.mktemp("localized") / "run", fraction=0.02)
 
 
 def test_graft_run_reports_accuracies_overlap_and_head_counts(localized_run: mr.Run) -> None:

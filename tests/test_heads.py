@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,13 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 import mechrecall as mr
+from conftest import localized_copy
 from mechrecall import models
-from mechrecall.attention import attention_run, locate, prompts_for
+from mechrecall.attention import attention_run, prompts_for
 from mechrecall.data.tokenizer import build_world_tokenizer
 from mechrecall.errors import ConfigError
 from mechrecall.heads import ablate_heads_run, ablated, concentration, parse_heads, parse_top, rank_heads, reset_heads
 from mechrecall.patching import make_pairs, patch_heads, patch_heads_nnsight, patching_run
-from mechrecall.trace import TraceConfig
-from mechrecall.tracing import shared_run, trace_run
 
 
 def test_parse_top_and_heads() -> None:
@@ -79,11 +77,7 @@ def test_grouped_query_reset_keeps_shared_key_value_heads_until_the_whole_group_
 
 @pytest.fixture(scope="module")
 def ranked_run(mixed_run: mr.Run, tmp_path_factory: pytest.TempPathFactory) -> mr.Run:
-    path = tmp_path_factory.mktemp("heads") / "run"
-    shutil.copytree(mixed_run.path, path)
-    trace_run(path, TraceConfig(individuals=6), device="cpu", progress=False)
-    shared_run(path, fraction=0.05)
-    return mr.open_run(path)
+    return localized_copy(mixed_run, tmp_path_factory.mktemp("heads") / "run", fraction=0.05)
 
 
 def test_ablate_heads_with_curve(ranked_run: mr.Run) -> None:
