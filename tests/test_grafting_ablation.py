@@ -117,3 +117,21 @@ def test_bad_grafting_and_ablation_requests(mixed_run: mr.Run, localized_run: mr
         from mechrecall.grafting import read_graft
 
         read_graft(other, ParameterIndex.from_spec(other.spec()))
+
+
+def test_mask_learning_finds_elements_the_base_mask_missed(mixed_run: mr.Run, weights) -> None:
+    """θ_pre = θ_task with strong noise on 2% of the elements: the top-0.5% base mask undoes only
+    part of it, and the learned graft must add elements that restore accuracy."""
+    from mechrecall.masks import random_global
+
+    index, _, tuned = weights
+    damaged = random_global(index, round(0.02 * index.numel), seed=0)
+    generator = torch.Generator().manual_seed(1)
+    pre = {n: torch.where(damaged[n], t + 3 * t.std() * torch.randn(t.shape, generator=generator), t) for n, t in tuned.items()}
+    model = mixed_run.load_model()
+    fit, heldout = graft_examples(mixed_run.world(), model.tokenizer, 0.25, 0)
+    result = learn_graft(model, index, pre, tuned, fit, heldout, GraftConfig(sparsity=0.005, steps=30, eval_every=5, batch_size=32))
+    start = result.history[0]
+    assert result.score > start["score"] and result.best_step > 0
+    assert result.size > start["size"]  # it grew the mask, by far less than the damage
+    assert result.size < round(0.02 * index.numel)

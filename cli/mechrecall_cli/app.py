@@ -262,9 +262,9 @@ def print_shared(results: dict[str, dict[str, Any]], by_head: bool) -> None:
 def graft(
     run: Path = typer.Argument(..., help="a trained run directory"),
     sparsity: float = typer.Option(1e-3, help="α: the base mask's share of all parameters, in (0, 1)"),
-    target: float | None = typer.Option(None, help="find the smallest α (1e-4 … 5e-2) recovering this share of θ_task's QA-ID accuracy"),
+    target: float | None = typer.Option(None, help="find the smallest α (1e-4 … 0.5) recovering this share of θ_task's QA-ID accuracy"),
     steps: int = typer.Option(60, help="mask updates"),
-    lr: float = typer.Option(2.0, help="largest logit move per update"),
+    lr: float = typer.Option(10.0, help="largest logit move per update"),
     batch_size: int = typer.Option(64, "--batch-size"),
     seed: int = typer.Option(0),
     device: str | None = typer.Option(None),
@@ -286,6 +286,8 @@ def graft(
     for name, values in summary["accuracy"].items():
         table.add_row(name, *(f"{100 * values[m]:.1f}" for m in ("bio", "qa_id", "qa_ood")))
     console.print(table)
+    if summary["target_met"] is False:
+        console.print(f"no α up to {summary['sparsity']:g} recovered {100 * target:.0f}% of θ_task's QA-ID accuracy; the largest was kept")
     if "shared_overlap" in summary:
         overlap = summary["shared_overlap"]
         console.print(f"|S ∩ γ|₀ / |γ|₀ = {overlap['intersection']:,} / {summary['size']:,} = {100 * overlap['share_of_graft']:.1f}% (|S| = {overlap['shared_size']:,})")

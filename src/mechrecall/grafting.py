@@ -30,7 +30,7 @@ from mechrecall.masks import Mask, set_weights
 from mechrecall.params import ParameterIndex
 from mechrecall.training import ExampleStream
 
-SPARSITY_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
+SPARSITY_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class GraftConfig:
     sparsity: float = 1e-3  # α: the base mask holds round(α · N) elements
     steps: int = 60
     batch_size: int = 64
-    lr: float = 2.0  # how far the most-influenced logit moves per step
+    lr: float = 10.0  # how far the most-influenced logit moves per step (bias 10: one step can flip it)
     sigmoid_bias: float = 10.0
     eval_every: int = 5
     heldout_fraction: float = 0.1  # of the QA-ID people: kept out of the gradient, used to pick γ
@@ -219,6 +219,7 @@ def graft_run(
             for name, values in (("grafted", metrics), ("tuned", tuned_metrics), ("base", base_metrics))
         },
         "recovered_qa_id": search[-1]["recovered"],
+        "target_met": None if target is None else search[-1]["recovered"] >= target,
         **summarize_graft(index, result.mask),
     }
     if SHARED_MASK in run.directory.manifest["files"]:
