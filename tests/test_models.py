@@ -138,3 +138,13 @@ def test_load_parameters_refuses_another_architecture() -> None:
     tiny = models.build_model("tiny", TOKENIZER)
     with pytest.raises(ConfigError, match="do not fit"):
         models.load_parameters(micro, models.trainable_state(tiny))
+
+
+def test_a_model_made_in_memory_converts_too() -> None:
+    torch.manual_seed(3)
+    hf_model = _neox().eval()  # never saved: its config names no architecture
+    hooked = models.convert_hf_model(hf_model, TOKENIZER)
+    tokens = torch.randint(0, VOCAB, (2, 20))
+    with torch.no_grad():
+        assert (hooked(tokens) - hf_model(tokens).logits).abs().max() <= 1e-4
+    assert hf_model.config.architectures is None  # the caller's config is left as it was

@@ -8,6 +8,7 @@ This is the one module that touches TransformerLens' loading internals
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import tempfile
@@ -124,7 +125,10 @@ def _neutral_config_dir(hf_model: PreTrainedModel) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as folder:
         neutral = Path(folder) / "checkpoint"
         neutral.mkdir()
-        hf_model.config.to_json_file(str(neutral / "config.json"))
+        config = copy.deepcopy(hf_model.config)
+        if not config.architectures:  # a model made in memory, never saved: name its class
+            config.architectures = [type(hf_model).__name__]
+        config.to_json_file(str(neutral / "config.json"))
         yield str(neutral)
 
 
