@@ -41,3 +41,15 @@ def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> 
     assert summary["plain"]["seeds"] == 2
     again = run_sweep(trials[:1], [0], tmp_path, device="cpu", progress=False)  # finished runs are reused
     assert again[0]["run"] == rows[0]["run"] and again[0]["qa_ood"] == rows[0]["qa_ood"]
+
+
+def test_strategy_gap_table_renders_the_summary() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("strategy_gap", Path(__file__).parents[1] / "analyses" / "strategy_gap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = [{"trial": "tiny", "mixed/qa_id": (1.0, 0.0), "mixed/qa_ood": (0.5, 0.1), "two-stage/qa_id": (0.99, 0.01),
+                "two-stage/qa_ood": (0.1, 0.02), "gap": (0.4, 0.05), "train_seconds": 600.0}]
+    table = module.markdown_table(summary, "0,1,2")
+    assert "| tiny | 100.0 ± 0.0 | 50.0 ± 10.0 | 99.0 ± 1.0 | 10.0 ± 2.0 | 40.0 ± 5.0 | 600 |" in table
