@@ -148,12 +148,18 @@ class StudyConfig:
 
 
 PRESETS: dict[str, StudyConfig] = {
+    # Measured (seed 0, 2 CPU cores): mixed QA-OOD 39.7% against two-stage 2.5%, QA-ID 100% for
+    # both, 399 s + 474 s of training. Without the BIO augmentation, QA share 0.8, weight decay 1.0
+    # and 5,000 steps (1 BIO per person, share 0.5, decay 0.5, 3,000 steps) it was 6.2% vs 2.2%.
     "tiny": StudyConfig(
         name="tiny",
-        description="CPU default: 1,000 people, a 2-layer d_model=128 model trained from scratch",
-        world=WorldConfig(people=1_000),
+        description="CPU default: 1,000 people with 3 augmented BIOs each (fresh templates, permuted, full name), "
+        "a 2-layer d_model=128 model trained from scratch, QA share 0.8",
+        world=WorldConfig(people=1_000, bio_per_person=3, permute=True, fullname=True),
         model=ModelConfig(name="tiny"),
-        train=TrainConfig(steps=3000, bio_steps=1500, qa_steps=1500, weight_decay=0.5, batch_size=64),
+        train=TrainConfig(
+            steps=5000, bio_steps=2500, qa_steps=2500, qa_share=0.8, weight_decay=1.0, batch_size=64
+        ),
     ),
     "small": StudyConfig(
         name="small",
