@@ -116,6 +116,8 @@ def test_attention_positions_patterns_and_scores(ranked_run: mr.Run) -> None:
             assert values.shape == (1, 2) and bool(((values >= 0) & (values <= 1 + 1e-6)).all())
     with pytest.raises(ConfigError, match="outside the model"):
         attention_run(ranked_run.path, "3.0", device="cpu")
+    with pytest.raises(ConfigError, match="--people must be at least 1"):
+        attention_run(ranked_run.path, "0.0", people=0, device="cpu")
     with pytest.raises(ConfigError, match="not a person"):
         attention_run(ranked_run.path, "0.0", person=10_000, device="cpu")
 

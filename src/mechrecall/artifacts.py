@@ -158,10 +158,6 @@ class ArtifactDir:
             self.manifest["files"][file.relative_to(self.path).as_posix()] = sha256_file(file)
         self.save_manifest()
 
-    def forget(self, relative: str) -> None:
-        self.manifest["files"].pop(relative, None)
-        self.save_manifest()
-
     def verify(self, relative: str) -> Path:
         """Check a file (or every recorded file below a folder) against the manifest; return its path."""
         self.reload()  # the manifest on disk is the truth: another handle may have written since

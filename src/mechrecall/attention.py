@@ -168,6 +168,8 @@ def attention_run(path, heads_spec: str = "top:5", person: int = 0, attribute: s
     model = run.load_model("tuned", device=device)
     world = run.world()
     cfg = model.cfg
+    if people < 1:
+        raise ConfigError(f"--people must be at least 1, got {people}")
     if attribute not in ATTRIBUTES:
         raise ConfigError(f"unknown attribute {attribute!r}: choose one of {', '.join(ATTRIBUTES)}")
     if not 0 <= person < len(world.dataset["people"]):

@@ -24,7 +24,6 @@ import random
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -184,19 +183,6 @@ def ablated(model: HookedTransformer, heads: list[Head], method: str, base: dict
     hooks = z_hooks(heads, None if method == "zero" else reference)
     with model.hooks(fwd_hooks=hooks):
         yield model
-
-
-@dataclass
-class HeadCurve:
-    ranking: str
-    shares: list[float]  # percent of heads
-    counts: list[int]
-    accuracy: list[dict[str, float]]
-
-
-def random_heads(n_layers: int, n_heads: int, count: int, seed: int) -> list[Head]:
-    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    return random.Random(seed).sample(heads, count)
 
 
 # ---- run level ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ sweep resumes and finished runs are reused.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from mechrecall.artifacts import write_json_atomic
 from mechrecall.config import STRATEGIES, ModelConfig, TrainConfig, WorldConfig, get_preset
 from mechrecall.data.store import create_world, save_world
 from mechrecall.errors import ConfigError
-from mechrecall.runs import Run, open_run, train_run
+from mechrecall.runs import Run, train_run
 
 BASES = ("random", "disjoint")
 
@@ -76,8 +77,6 @@ class Trial:
 
 def _world_dir(root: Path, world: WorldConfig) -> Path:
     key = json.dumps(dataclasses.asdict(world), sort_keys=True)
-    import hashlib
-
     path = root / "worlds" / hashlib.sha256(key.encode()).hexdigest()[:12]
     if not (path / "manifest.json").exists():
         save_world(create_world(world), path, overwrite=path.exists())
@@ -157,11 +156,3 @@ def summary_figure(summary: list[dict[str, Any]]):
         )
     figure.update_layout(barmode="group", yaxis_title="QA-OOD exact match (%)", template="plotly_white", title="Strategy gap by trial")
     return figure
-
-
-def completed_rows(root: Path) -> list[dict[str, Any]]:
-    path = root / "results.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-__all__ = ["Trial", "completed_rows", "open_run", "run_sweep", "summarize", "summary_figure"]

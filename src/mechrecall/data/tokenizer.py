@@ -7,12 +7,11 @@ name part, month, number and value word is one token.
 
 from __future__ import annotations
 
-import json
 import string
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from mechrecall.data import pools
 from mechrecall.data.templates import ANSWER_CUE, BIO_TEMPLATES, QA_TEMPLATES
@@ -71,11 +70,3 @@ def save_world_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> None
 
 def load_world_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return wrap_tokenizer(Tokenizer.from_str(path.read_text()))
-
-
-def vocabulary_size(tokenizer: PreTrainedTokenizerBase) -> int:
-    return len(tokenizer)
-
-
-def describe(tokenizer: PreTrainedTokenizerBase) -> str:
-    return json.dumps({"class": type(tokenizer).__name__, "vocab": len(tokenizer)})
