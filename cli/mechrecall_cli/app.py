@@ -329,19 +329,27 @@ def report(
     runs: list[Path] = typer.Argument(..., help="runs to compare (e.g. mixed and two-stage)"),
     out: Path = typer.Option(Path("figures"), "--out", help="folder for report.md and report.html"),
 ) -> None:
-    """Compare runs beside the study's numbers: a findings table (markdown, HTML) and figures."""
-    from mechrecall.report import compare_runs, write_report
+    """Compare runs beside the study's numbers: a section per finding (markdown, HTML, figures).
+
+    Several runs of one strategy are seeds: values become mean ± spread."""
+    from mechrecall.report import group_runs, write_report
 
     _quiet_libraries()
-    gathered, rows = compare_runs(runs)
-    markdown, page = write_report(runs, out)
-    table = Table(title="findings beside the study")
-    for column in ("finding", "measure", "study", *(r["label"] for r in gathered), "agrees"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["finding"], row["measure"], row["study"], *row["ours"], row["agrees"])
-    console.print(table)
+    groups = group_runs(runs)
+    markdown, page = write_report(groups, out)
+    print_findings(groups)
     console.print(f"written: {markdown}, {page}")
+
+
+def print_findings(groups: dict[str, Any]) -> None:
+    from mechrecall.report import findings_table
+
+    table = Table(title="findings beside the study (mean ± spread over seeds)")
+    for column in ("finding", "measure", "study", *groups, "agrees"):
+        table.add_column(column)
+    for title, row in findings_table(groups):
+        table.add_row(title, row.measure, row.study, *(row.ours.get(s, "·") for s in groups), row.agrees)
+    console.print(table)
 
 
 @app.command("ablate-heads")
@@ -432,6 +440,43 @@ def patch(
         best = sorted(flat, reverse=True)[:5]
         console.print(f"{kind}: most restoring heads " + ", ".join(f"{l}.{h} ({v:.2f})" for v, l, h in best))
     console.print(f"figure: {result['figure']}")
+
+
+@app.command()
+@reports_errors
+def reproduce(
+    preset: str = typer.Option("tiny", help="tiny | small | paper (see `mechrecall presets`)"),
+    seeds: int = typer.Option(1, help="repeat the training-dependent steps over seeds 0 … N−1; the report gives mean ± spread"),
+    out: Path | None = typer.Option(None, "--out", help="study folder (default: runs/<preset>); a second run reuses every cached step"),
+    set_: list[str] = typer.Option([], "--set", help="change a setting of the preset: key=value (world, model, training or analysis field), repeatable"),
+    figures: Path | None = typer.Option(None, "--figures", help="also copy report.md, report.html and the figures here (e.g. figures/)"),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The whole study for both strategies — data, training, evaluation, trace, shared sets, grafting,
+    ablations with controls, head rankings and curves, attention, patching — and its report.
+
+    Every step is cached by its inputs: a second run is a no-op, a changed option reruns only what
+    depends on it, an interrupted run resumes."""
+    from mechrecall.config import parse_overrides
+    from mechrecall.report import group_runs
+    from mechrecall.reproduce import ReproduceConfig, export_report, reproduce as run_study, run_path
+
+    _quiet_libraries()
+    config = ReproduceConfig(preset=preset, seeds=seeds, overrides=parse_overrides(set_))
+    config.validate()
+    folder = out or Path("runs") / preset
+    outcomes = run_study(folder, config, device=device, progress=progress, console=error_console)
+    ran = [o for o in outcomes if o.status == "ran"]
+    if not ran:
+        console.print(f"nothing to do: all {len(outcomes)} steps are cached in {folder}")
+    else:
+        console.print(f"{len(ran)} steps ran ({sum(o.seconds for o in ran):.0f} s), {len(outcomes) - len(ran)} were cached")
+    print_findings(group_runs([run_path(folder, s, strategy) for s in range(seeds) for strategy in config.strategies]))
+    console.print(f"report: {folder / 'report.md'}, {folder / 'report.html'}")
+    if figures is not None:
+        written = export_report(folder, figures)
+        console.print(f"copied {len(written)} files to {figures}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ the patterns, averaged over many people:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import string
 from dataclasses import dataclass
@@ -189,17 +190,34 @@ def attention_run(path, heads_spec: str = "top:5", person: int = 0, attribute: s
     prompts = prompts_for(world, model.tokenizer, person, attribute)
     maps = {kind: patterns(model, prompt, heads) for kind, prompt in prompts.items()}
     name = world.dataset["people"][person]["full_name"]
-    figures = Path(run.path) / "figures"
-    pattern_path = write_figure(pattern_figure(prompts, maps, heads, f"{name}: {attribute} — BIO and QA patterns"), figures / f"attention_person{person}.html")
     scores = pattern_scores(model, world, people=people)
-    score_path = write_figure(score_figure(scores, "Named attention patterns (mean over people)"), figures / "attention_scores.html")
     result = {
         "heads": [list(h) for h in heads],
-        "person": person, "attribute": attribute,
+        "person": person, "attribute": attribute, "name": name,
         "scores": {kind: {score: value.tolist() for score, value in s.items()} for kind, s in scores.items()},
         "shared_patterns": shared_pattern_heads(scores),
         "head_scores": {f"{l}.{h}": {f"{kind}_{score}": float(scores[kind][score][l, h]) for kind in ("bio", "qa") for score in ("subject", "relation")} for l, h in heads},
-        "figures": [str(pattern_path), str(score_path)],
+        # enough to redraw the case study without the model (the report does)
+        "case": {
+            "prompts": {kind: dataclasses.asdict(prompt) for kind, prompt in prompts.items()},
+            "maps": {kind: {f"{l}.{h}": value.tolist() for (l, h), value in kind_maps.items()} for kind, kind_maps in maps.items()},
+        },
     }
+    figures = Path(run.path) / "figures"
+    pattern, score = attention_figures(result)
+    result["figures"] = [str(write_figure(pattern, figures / f"attention_person{person}.html")), str(write_figure(score, figures / "attention_scores.html"))]
     run.directory.write_json("attention.json", result)
     return result
+
+
+def attention_figures(result: dict[str, Any]) -> tuple[Any, Any]:
+    """The case-study patterns and the named-pattern scores, redrawn from ``attention.json``."""
+    heads = [tuple(h) for h in result["heads"]]
+    prompts = {kind: Prompt(**values) for kind, values in result["case"]["prompts"].items()}
+    maps = {
+        kind: {tuple(int(x) for x in key.split(".")): torch.tensor(value) for key, value in kind_maps.items()}
+        for kind, kind_maps in result["case"]["maps"].items()
+    }
+    scores = {kind: {score: torch.tensor(value) for score, value in s.items()} for kind, s in result["scores"].items()}
+    pattern = pattern_figure(prompts, maps, heads, f"{result['name']}: {result['attribute']} — BIO and QA patterns")  # type: ignore[arg-type]
+    return pattern, score_figure(scores, "Named attention patterns (mean over people)")

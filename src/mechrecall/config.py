@@ -137,14 +137,43 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """The analyses ``mechrecall reproduce`` runs on every trained model, with their settings."""
+
+    individuals: int = 20  # people traced (post hoc) for the shared set
+    shared_fraction: float = 0.01  # S_k with k = this share of all elements (ablation, heads, overlap)
+    graft_sparsity: float = 1e-3  # α of the graft's base mask
+    graft_steps: int = 60
+    control_seeds: int = 3  # random controls averaged in the shared ablation
+    heads_top: str = "10%"  # ablate-heads' headline share
+    heads_curve: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)  # percentages of all heads
+    attention_heads: int = 3  # top heads (by shared size) drawn in the attention case study
+    attention_people: int = 100  # people averaged in the named-pattern scores
+    patch_pairs: int = 32  # clean/corrupted pairs per format in activation patching
+
+    def validate(self) -> None:
+        if self.individuals < 1:
+            raise ConfigError(f"individuals must be at least 1, got {self.individuals}")
+        if not 0.0 < self.shared_fraction < 1.0:
+            raise ConfigError(f"shared fraction must lie in (0, 1), got {self.shared_fraction}")
+        if not 0.0 < self.graft_sparsity < 1.0:
+            raise ConfigError(f"graft sparsity must lie in (0, 1), got {self.graft_sparsity}")
+        if min(self.graft_steps, self.control_seeds, self.attention_heads, self.attention_people, self.patch_pairs) < 1:
+            raise ConfigError("graft steps, control seeds, attention heads and people, and patch pairs must be at least 1")
+        if not self.heads_curve or not all(0 < share <= 100 for share in self.heads_curve):
+            raise ConfigError(f"heads curve shares must be percentages in (0, 100], got {list(self.heads_curve)}")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
-    """A preset: world, model and training together."""
+    """A preset: world, model, training and the analyses together."""
 
     name: str
     description: str
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
 PRESETS: dict[str, StudyConfig] = {
@@ -160,6 +189,8 @@ PRESETS: dict[str, StudyConfig] = {
         train=TrainConfig(
             steps=5000, bio_steps=2500, qa_steps=2500, qa_share=0.8, weight_decay=1.0, batch_size=64
         ),
+        # 8 heads: 12.5% is one head
+        analysis=AnalysisConfig(heads_curve=(12.5, 25.0, 50.0), patch_pairs=32),
     ),
     "small": StudyConfig(
         name="small",
@@ -169,6 +200,8 @@ PRESETS: dict[str, StudyConfig] = {
         train=TrainConfig(
             steps=12_000, bio_steps=6_000, qa_steps=6_000, weight_decay=0.5, batch_size=128
         ),
+        # 32 heads
+        analysis=AnalysisConfig(heads_curve=(3.125, 6.25, 12.5, 25.0), patch_pairs=64),
     ),
     "paper": StudyConfig(
         name="paper",
@@ -210,3 +243,38 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["steps=8000", "weight_decay=0.5"]`` → a dict (values parsed as JSON where they can be)."""
+    import json
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not key=value (e.g. --set steps=8000)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        overrides[key.strip().replace("-", "_")] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def override_study(study: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
+    """The preset with ``overrides`` routed to the world, model, training or analysis config that
+    has the field; ``seed`` is refused (seeds are the study's own: ``--seeds``)."""
+    parts = {"world": study.world, "model": study.model, "train": study.train, "analysis": study.analysis}
+    changes: dict[str, dict[str, Any]] = {part: {} for part in parts}
+    for key, value in overrides.items():
+        homes = [part for part, config in parts.items() if key in {f.name for f in dataclasses.fields(config)}]
+        if key in ("seed", "strategy") or not homes:
+            raise ConfigError(f"--set {key}: not a setting of the study (world, model, training or analysis); seeds come from --seeds")
+        for home in homes:
+            changes[home][key] = value
+    updated = {part: dataclasses.replace(config, **changes[part]) for part, config in parts.items()}
+    updated["world"].validate()
+    updated["train"].validate()
+    updated["analysis"].validate()
+    return dataclasses.replace(study, **updated)
