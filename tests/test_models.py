@@ -148,3 +148,23 @@ def test_a_model_made_in_memory_converts_too() -> None:
     with torch.no_grad():
         assert (hooked(tokens) - hf_model(tokens).logits).abs().max() <= 1e-4
     assert hf_model.config.architectures is None  # the caller's config is left as it was
+
+
+def test_build_like_has_the_converted_architecture_with_random_weights() -> None:
+    """A real model's shape without its weights (the large-model benchmark uses it)."""
+    config = GPTNeoXConfig(
+        vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True, architectures=["GPTNeoXForCausalLM"],
+    )
+    built = models.build_like(config, seed=1)
+    converted = models.convert_hf_model(GPTNeoXForCausalLM(config), build_world_tokenizer())
+    for field in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "rotary_dim", "parallel_attn_mlp", "positional_embedding_type"):
+        assert getattr(built.cfg, field) == getattr(converted.cfg, field), field
+    shapes = {n: p.shape for n, p in built.named_parameters()}
+    assert shapes == {n: p.shape for n, p in converted.named_parameters()}
+    again = models.build_like(config, seed=1)
+    assert torch.equal(built.W_Q, again.W_Q) and not torch.equal(built.W_Q, models.build_like(config, seed=2).W_Q)
+    assert built(torch.tensor([[1, 2, 3]])).shape == (1, 3, 96)
+    config.architectures = None
+    with pytest.raises(ConfigError, match="names no architecture"):
+        models.build_like(config)

@@ -451,6 +451,7 @@ def reproduce(
     set_: list[str] = typer.Option([], "--set", help="change a setting of the preset: key=value (world, model, training or analysis field), repeatable"),
     figures: Path | None = typer.Option(None, "--figures", help="also copy report.md, report.html and the figures here (e.g. figures/)"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+    jobs: int | None = typer.Option(None, help="trainings side by side, one process each (default: 2 on a multi-core CPU, 1 on a GPU)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The whole study for both strategies — data, training, evaluation, trace, shared sets, grafting,
@@ -466,7 +467,7 @@ def reproduce(
     config = ReproduceConfig(preset=preset, seeds=seeds, overrides=parse_overrides(set_))
     config.validate()
     folder = out or Path("runs") / preset
-    outcomes = run_study(folder, config, device=device, progress=progress, console=error_console)
+    outcomes = run_study(folder, config, device=device, progress=progress, console=error_console, jobs=jobs)
     ran = [o for o in outcomes if o.status == "ran"]
     if not ran:
         console.print(f"nothing to do: all {len(outcomes)} steps are cached in {folder}")

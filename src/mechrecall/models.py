@@ -118,15 +118,15 @@ def load_hf_checkpoint(name_or_path: str, dtype: str = "float32") -> tuple[PreTr
 
 
 @contextlib.contextmanager
-def _neutral_config_dir(hf_model: PreTrainedModel) -> Iterator[str]:
+def _neutral_config_dir(hf_model: PreTrainedModel | None, hf_config: Any = None) -> Iterator[str]:
     # TransformerLens picks some architectures by sniffing the *name* (a path containing "llama"
     # skips reading config.json); a neutrally named folder holding only the config makes it read
     # the real config for every architecture.
     with tempfile.TemporaryDirectory() as folder:
         neutral = Path(folder) / "checkpoint"
         neutral.mkdir()
-        config = copy.deepcopy(hf_model.config)
-        if not config.architectures:  # a model made in memory, never saved: name its class
+        config = copy.deepcopy(hf_model.config if hf_model is not None else hf_config)
+        if not config.architectures and hf_model is not None:  # a model made in memory, never saved: name its class
             config.architectures = [type(hf_model).__name__]
         config.to_json_file(str(neutral / "config.json"))
         yield str(neutral)
@@ -165,6 +165,27 @@ def convert_hf_model(
     )
     freeze_absent_biases(model, hf_model)
     return model.to(device, print_details=False)
+
+
+def build_like(hf_config: Any, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> HookedTransformer:
+    """A randomly initialised ``HookedTransformer`` with the architecture of a Hugging Face config
+    (shapes, rotary, parallel blocks, GQA), without its weights: benchmarks of a real model's shape
+    (e.g. Pythia-2.8B) need no checkpoint. ``hf_config.architectures`` must name the model class."""
+    if not getattr(hf_config, "architectures", None):
+        raise ConfigError("the config names no architecture: set architectures, e.g. ['GPTNeoXForCausalLM']")
+    with _neutral_config_dir(None, hf_config) as neutral:
+        try:
+            cfg = tl_loading.get_pretrained_model_config(neutral, hf_cfg=hf_config.to_dict(), fold_ln=False, device=device, dtype=torch_dtype(dtype))
+        except (ValueError, KeyError, NotImplementedError) as error:
+            raise ModelNotAvailableError(f"TransformerLens cannot build this architecture: {str(error).splitlines()[0]}") from None
+    cfg.seed = seed
+    cfg.init_weights = True  # a pretrained model's config leaves the weights to its checkpoint
+    cfg.tokenizer_name = None  # no checkpoint, no tokenizer: set one with ``model.set_tokenizer``
+    cfg.model_name = f"random-{hf_config.architectures[0]}"
+    with torch.random.fork_rng(devices=[]), torch.device(device):  # parameters made on the device: no host copy
+        torch.manual_seed(seed)
+        model = HookedTransformer(cfg, move_to_device=False)
+    return model
 
 
 _ATTENTION_BIASES = ("attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O", "attn._b_K", "attn._b_V")

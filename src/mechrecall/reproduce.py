@@ -39,6 +39,7 @@ from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 
 LEDGER = "steps.json"
 KIND = "study"
+REPORT_FORMAT = 1  # part of the report step's key: bump when the report's content changes
 
 Hashes = dict[str, str]
 Report = Callable[[int, int], None]  # (done, total) of the running step
@@ -54,6 +55,7 @@ class Step:
     outputs: Callable[[], Hashes | None]  # hashes of what it wrote; None: not (all) there
     action: Callable[[Report], None]
     total: int = 1  # units of progress (training: steps)
+    job: dict[str, Any] | None = None  # training: what a worker process needs to run it (picklable)
 
     def key(self) -> str | None:
         inputs = self.inputs()
@@ -142,7 +144,7 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
 
     analysis = study.analysis
     steps: list[Step] = []
-    for seed in range(config.seeds):
+    for seed in range(config.seeds):  # every world first: the trainings may then run side by side
         world_config = dataclasses.replace(study.world, seed=seed)
         world_dir = out / "worlds" / f"s{seed}"
 
@@ -150,8 +152,9 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
             save_world(create_world(world_config), world_dir, overwrite=True)
 
         steps.append(Step(f"s{seed}/world", {"world": to_dict(world_config)}, lambda: {}, lambda d=world_dir: world_hash(d), make_world))
+    for seed in range(config.seeds):
         for strategy in config.strategies:
-            steps += run_steps(out, seed, strategy, world_dir, study, analysis, device)
+            steps += run_steps(out, seed, strategy, out / "worlds" / f"s{seed}", study, analysis, device)
     runs = [run_path(out, seed, strategy) for seed in range(config.seeds) for strategy in config.strategies]
     reported = ("metrics.json", "shared.json", "graft.json", "ablation.json", "heads.json", "attention.json", "patching.json")
 
@@ -173,7 +176,7 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
         ArtifactDir.open(out).record("report.md")
         ArtifactDir.open(out).record("report.html")
 
-    steps.append(Step("report", {"preset": config.preset}, report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"), make_report))
+    steps.append(Step("report", {"preset": config.preset, "format": REPORT_FORMAT, "overrides": config.overrides}, report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"), make_report))
     return steps
 
 
@@ -184,7 +187,7 @@ def run_steps(out: Path, seed: int, strategy: str, world_dir: Path, study: Study
     from mechrecall.grafting import GRAFT, GraftConfig, graft_run
     from mechrecall.heads import ablate_heads_run
     from mechrecall.patching import patching_run
-    from mechrecall.runs import BASE, TUNED, train_run
+    from mechrecall.runs import BASE, TUNED
     from mechrecall.trace import TraceConfig
     from mechrecall.tracing import SHARED_MASK, TRACE_FILES, shared_run, trace_run
 
@@ -199,17 +202,13 @@ def run_steps(out: Path, seed: int, strategy: str, world_dir: Path, study: Study
     def files(*names: str) -> Callable[[], Hashes | None]:
         return lambda: file_hashes(path, names)
 
-    def train(report: Report) -> None:
-        def on_step(state: Any) -> None:
-            report(state.step, train_config.total_steps)
+    job = {
+        "id": f"{prefix}/train", "world": world_dir, "path": path, "model": model_config, "train": train_config,
+        "preset": study.name, "device": device,
+    }
 
-        try:
-            train_run(world_dir, path, model_config, train_config, preset=study.name, device=device, progress=False, on_step=on_step)
-        except RunDirError:
-            if not path.exists():
-                raise
-            # the run there was made with other settings (an option changed): train it again
-            train_run(world_dir, path, model_config, train_config, preset=study.name, device=device, progress=False, on_step=on_step, overwrite=True)
+    def train(report: Report) -> None:
+        train_job(job, lambda step: report(step, train_config.total_steps))
 
     def trace(report: Report) -> None:
         trace_run(path, trace_config, device=device, progress=False)
@@ -241,7 +240,7 @@ def run_steps(out: Path, seed: int, strategy: str, world_dir: Path, study: Study
     model_files = files(BASE, TUNED)
     return [
         Step(f"{prefix}/train", {"model": to_dict(model_config), "train": to_dict(train_config)},
-             lambda: world_hash(world_dir), files(BASE, TUNED, "metrics.json"), train, total=train_config.total_steps),
+             lambda: world_hash(world_dir), files(BASE, TUNED, "metrics.json"), train, total=train_config.total_steps, job=job),
         Step(f"{prefix}/trace", {"trace": to_dict(trace_config)}, model_files, files(trace_file), trace),
         Step(f"{prefix}/shared", {"fraction": analysis.shared_fraction}, files(trace_file), files("shared.json", SHARED_MASK), shared),
         Step(f"{prefix}/graft", {"graft": to_dict(graft_config)}, lambda: _merge(model_files(), files(SHARED_MASK)()),
@@ -257,6 +256,72 @@ def run_steps(out: Path, seed: int, strategy: str, world_dir: Path, study: Study
 
 
 # ---- running -----------------------------------------------------------------------------------
+
+
+def train_job(job: dict[str, Any], on_step: Callable[[int], None] | None = None) -> None:
+    """Train one run of the study; a run left there with other settings is trained again."""
+    from mechrecall.runs import train_run
+
+    def step(state: Any) -> None:
+        if on_step is not None:
+            on_step(state.step)
+
+    arguments = dict(preset=job["preset"], device=job["device"], progress=False, on_step=step)
+    try:
+        train_run(job["world"], job["path"], job["model"], job["train"], **arguments)
+    except RunDirError:
+        if not Path(job["path"]).exists():
+            raise
+        # the run there was made with other settings (an option changed): train it again
+        train_run(job["world"], job["path"], job["model"], job["train"], overwrite=True, **arguments)
+
+
+def _train_worker(job: dict[str, Any], threads: int, queue: Any) -> float:
+    """A worker process: train with ``threads`` CPU threads, reporting progress on ``queue``."""
+    import warnings
+
+    import torch
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    train_job(job, lambda step: queue.put((job["id"], step)) if step % 10 == 0 else None)
+    return time.perf_counter() - started
+
+
+def default_jobs(device: str | None) -> int:
+    """Side-by-side trainings: on a CPU with several cores, small models train faster as one
+    single-threaded process per run than as one multi-threaded process after another."""
+    import os
+
+    from mechrecall.runs import default_device
+
+    return max(1, min(2, os.cpu_count() or 1)) if (device or default_device()) == "cpu" else 1
+
+
+def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dict[str, Any]) -> dict[str, float]:
+    """Run the training steps ``jobs`` in ``workers`` processes; return each one's seconds."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    seconds: dict[str, float] = {}
+    with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        queue = manager.Queue()
+        futures = {pool.submit(_train_worker, step.job, threads, queue): step for step in jobs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            while not queue.empty():
+                step_id, step_count = queue.get()
+                bar.update(tasks[step_id], completed=step_count)
+            for future in done:
+                step = futures[future]
+                seconds[step.id] = future.result()  # re-raises a worker's error here
+                bar.update(tasks[step.id], completed=step.total, status=f"{seconds[step.id]:.1f} s")
+    return seconds
 
 
 def _open_study(out: Path, config: ReproduceConfig, study: StudyConfig) -> ArtifactDir:
@@ -286,11 +351,12 @@ def _read_ledger(out: Path) -> dict[str, Any]:
 
 def reproduce(
     out: Path | str, config: ReproduceConfig, device: str | None = None, progress: bool = True,
-    console: Console | None = None, only: Callable[[Step], bool] | None = None,
+    console: Console | None = None, only: Callable[[Step], bool] | None = None, jobs: int | None = None,
 ) -> list[StepOutcome]:
     """Run (or skip, when cached) every step of the study; return what each step did.
 
-    ``only`` restricts the run to the steps it accepts (tests use it to stop early).
+    ``jobs`` trainings run side by side in worker processes (default: 2 on a multi-core CPU, 1
+    on a GPU). ``only`` restricts the run to the steps it accepts.
     """
     import warnings
 
@@ -301,6 +367,23 @@ def reproduce(
     steps = [s for s in plan(out, config, study, device) if only is None or only(s)]
     ledger = _read_ledger(out)
     outcomes: list[StepOutcome] = []
+    jobs = default_jobs(device) if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    trained_aside: dict[str, float] = {}
+
+    def is_cached(step: Step) -> bool:
+        key, record = step.key(), ledger.get(step.id)
+        return key is not None and bool(record) and record.get("key") == key and step.outputs() == record.get("outputs")
+
+    def finish(step: Step, seconds: float) -> None:
+        produced = step.outputs()
+        if produced is None:
+            raise ArtifactError(f"step {step.id} finished without writing its outputs: run `mechrecall reproduce` again")
+        ledger[step.id] = {"key": step.key(), "outputs": produced, "seconds": round(seconds, 2)}
+        write_json_atomic(out / LEDGER, ledger)
+        if progress and not console.is_terminal:  # a log file: a line per finished step
+            console.print(f"{step.id}: {seconds:.1f} s", highlight=False)
     console = console or Console(stderr=True)
     columns = (
         TextColumn("{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
@@ -308,13 +391,27 @@ def reproduce(
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         overall = bar.add_task(f"[bold]study ({config.preset}, {config.seeds} seed{'s' if config.seeds > 1 else ''})", total=len(steps), status="")
-        for step in steps:
-            key = step.key()
-            record = ledger.get(step.id)
-            if key is not None and record and record.get("key") == key and step.outputs() == record.get("outputs"):
+        tasks: dict[str, Any] = {}
+        for index, step in enumerate(steps):
+            if step.id in trained_aside:
+                outcomes.append(StepOutcome(step.id, "ran", trained_aside[step.id]))
+                bar.advance(overall)
+                continue
+            if is_cached(step):
                 cached = bar.add_task(f"  {step.id}", total=1, status="[dim]cached")
                 bar.update(cached, completed=1)  # finished now: its clock stops at zero
                 outcomes.append(StepOutcome(step.id, "cached", 0.0))
+                bar.advance(overall)
+                continue
+            if step.job is not None and jobs > 1:
+                # this and every later pending training whose world exists: side by side
+                batch = [s for s in steps[index:] if s.job is not None and s.key() is not None and not is_cached(s)]
+                for s in batch:
+                    tasks[s.id] = bar.add_task(f"  {s.id}", total=s.total, status="running")
+                for step_id, seconds in _train_in_parallel(batch, jobs, bar, tasks).items():
+                    finish(next(s for s in batch if s.id == step_id), seconds)
+                    trained_aside[step_id] = seconds
+                outcomes.append(StepOutcome(step.id, "ran", trained_aside[step.id]))
                 bar.advance(overall)
                 continue
             task = bar.add_task(f"  {step.id}", total=step.total, status="running")
@@ -325,11 +422,7 @@ def reproduce(
 
             step.action(report)
             seconds = time.perf_counter() - started
-            produced = step.outputs()
-            if produced is None:
-                raise ArtifactError(f"step {step.id} finished without writing its outputs: run `mechrecall reproduce` again")
-            ledger[step.id] = {"key": step.key(), "outputs": produced, "seconds": round(seconds, 2)}
-            write_json_atomic(out / LEDGER, ledger)
+            finish(step, seconds)
             bar.update(task, completed=step.total, total=step.total, status=f"{seconds:.1f} s")
             bar.advance(overall)
             outcomes.append(StepOutcome(step.id, "ran", seconds))
