@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--eval-examples", type=int, default=512)
     parser.add_argument("--generate-examples", type=int, default=48)
     args = parser.parse_args()
@@ -39,6 +40,8 @@ def main() -> None:
     from mechrecall.evaluation import exact_match, greedy_answer
 
     datasets.disable_progress_bars()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     world = mr.create_world(mr.WorldConfig(people=1000))
     tokenizer = world.tokenizer
