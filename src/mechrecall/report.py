@@ -103,7 +103,7 @@ def _fmt(values: Sequence[float] | None, kind: str) -> str:
     if not values:
         return "·"
     mean, spread = mean_spread(values)
-    scale, unit, digits = {"pct": (100, "%", 1), "pct3": (100, "%", 3), "ratio": (1, "", 3), "count": (1, "", 1), "score": (1, "", 2)}[kind]
+    scale, unit, digits = {"pct": (100, "%", 1), "points": (100, "", 1), "pct3": (100, "%", 3), "ratio": (1, "", 3), "count": (1, "", 1), "score": (1, "", 2)}[kind]
     text = f"{scale * mean:.{digits}f}"
     if len(values) > 1:
         text += f" ± {scale * spread:.{digits}f}"
@@ -228,7 +228,7 @@ def ablation_section(groups: dict[str, list[dict[str, Any]]]) -> Section | None:
 
     _add(section, _row(groups, "QA-OOD relative drop, S minus random", STUDY["shared_vs_random"], excess, "pct"))
     _add(section, _row(groups, "BIO relative drop, S reset", "·", _ablation("shared", "bio", "relative_drop"), "pct", None))
-    _add(section, _row(groups, "QA-ID drop (points), graft without S", STUDY["graft_minus_shared"], _ablation("graft-minus-shared", "qa_id", "drop"), "pct"))
+    _add(section, _row(groups, "QA-ID drop (points), graft without S", STUDY["graft_minus_shared"], _ablation("graft-minus-shared", "qa_id", "drop"), "points"))
     section.figures.append(("ablation", _bars(
         groups, {"S reset": _ablation("shared", "qa_ood", "relative_drop"), "random reset": _ablation("random", "qa_ood", "relative_drop")},
         "QA-OOD relative drop when elements are reset to θ_pre", "relative drop (%)",
@@ -281,7 +281,7 @@ def head_curve_section(groups: dict[str, list[dict[str, Any]]]) -> Section | Non
         count = next(p["count"] for p in heads["curve"]["shared"] if p["share"] == share)
         for ranking in heads["curve"]:
             study = STUDY["head_ablation"] if ranking == "shared" else "·"
-            _add(section, _row(groups, f"QA-OOD drop, top {share:g}% ({count}) heads by {ranking}", study, drop(ranking, share), "pct", True if ranking == "shared" else None))
+            _add(section, _row(groups, f"QA-OOD drop (points), top {share:g}% ({count}) heads by {ranking}", study, drop(ranking, share), "points", True if ranking == "shared" else None))
     for strategy, rs in groups.items():
         r = rs[0]
         section.figures.append((f"head_curve_{strategy}", curve_figure(r["heads"]["curve"], r["heads"]["before"], f"{strategy} (seed {r['seed']}): ablating top heads ({r['heads']['method']})")))

@@ -39,7 +39,7 @@ from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 
 LEDGER = "steps.json"
 KIND = "study"
-REPORT_FORMAT = 1  # part of the report step's key: bump when the report's content changes
+REPORT_FORMAT = 2  # part of the report step's key: bump when the report's content changes
 
 Hashes = dict[str, str]
 Report = Callable[[int, int], None]  # (done, total) of the running step
@@ -276,16 +276,29 @@ def train_job(job: dict[str, Any], on_step: Callable[[int], None] | None = None)
         train_run(job["world"], job["path"], job["model"], job["train"], overwrite=True, **arguments)
 
 
-def _train_worker(job: dict[str, Any], threads: int, queue: Any) -> float:
-    """A worker process: train with ``threads`` CPU threads, reporting progress on ``queue``."""
+def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any) -> float:
+    """A worker process: train with an equal share of the CPU cores among the workers still
+    training (re-read every 100 steps: when one finishes, the others take its cores), reporting
+    progress on ``queue``."""
     import warnings
 
     import torch
 
     warnings.simplefilter("ignore")
-    torch.set_num_threads(threads)
+
+    def share() -> int:
+        return max(1, cores // max(1, active.value))
+
+    torch.set_num_threads(share())
+
+    def on_step(step: int) -> None:
+        if step % 10 == 0:
+            queue.put((job["id"], step))
+        if step % 100 == 0 and torch.get_num_threads() != share():
+            torch.set_num_threads(share())
+
     started = time.perf_counter()
-    train_job(job, lambda step: queue.put((job["id"], step)) if step % 10 == 0 else None)
+    train_job(job, on_step)
     return time.perf_counter() - started
 
 
@@ -306,11 +319,11 @@ def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dic
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
     seconds: dict[str, float] = {}
     with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         queue = manager.Queue()
-        futures = {pool.submit(_train_worker, step.job, threads, queue): step for step in jobs}
+        active = manager.Value("i", min(workers, len(jobs)))  # trainings running now
+        futures = {pool.submit(_train_worker, step.job, os.cpu_count() or 1, queue, active): step for step in jobs}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -320,6 +333,7 @@ def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dic
             for future in done:
                 step = futures[future]
                 seconds[step.id] = future.result()  # re-raises a worker's error here
+                active.value = max(1, min(workers, len(pending)))
                 bar.update(tasks[step.id], completed=step.total, status=f"{seconds[step.id]:.1f} s")
     return seconds
 
