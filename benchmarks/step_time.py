@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="also print each step's most expensive operators (torch.profiler)")
     parser.add_argument("--eval-examples", type=int, default=512)
     parser.add_argument("--generate-examples", type=int, default=48)
     args = parser.parse_args()
@@ -82,6 +83,15 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - started)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for name in ("hf", "hooked"):
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                for _ in range(5):
+                    steps[name](optimizers[name])
+            print(f"{name}: operators by self CPU time over 5 steps")
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     hf_seconds = sorted(times["hf"])[len(times["hf"]) // 2]
     hooked_seconds = sorted(times["hooked"])[len(times["hooked"]) // 2]
 

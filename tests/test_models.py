@@ -168,3 +168,6 @@ def test_build_like_has_the_converted_architecture_with_random_weights() -> None
     config.architectures = None
     with pytest.raises(ConfigError, match="names no architecture"):
         models.build_like(config)
+    config.architectures = ["NoSuchModelForCausalLM"]
+    with pytest.raises(ModelNotAvailableError, match="cannot build this architecture"):
+        models.build_like(config)

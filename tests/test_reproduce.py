@@ -149,6 +149,13 @@ def test_cli_says_when_nothing_is_left_to_do(study: Path, tmp_path: Path) -> Non
         (["--set", "seed=1"], "seeds come from --seeds"),
         (["--set", "steps"], "is not key=value"),
         (["--set", "shared_fraction=2"], "shared fraction must lie in (0, 1)"),
+        (["--set", "heads_curve=abc"], "heads_curve takes a list like [1,2]"),
+        (["--set", "permute=1"], "permute takes true or false"),
+        (["--set", "steps=1.5"], "steps takes an integer"),
+        (["--set", "heads_top=abc"], "heads top 'abc' is neither a percentage"),
+        (["--set", "name=no-such-model"], "model 'no-such-model' is not available offline"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--device", "bogus"], "unknown --device 'bogus'"),
     ],
 )
 def test_cli_bad_input(args: list[str], fragment: str, tmp_path: Path) -> None:
@@ -156,8 +163,27 @@ def test_cli_bad_input(args: list[str], fragment: str, tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()
 
 
+def test_cli_refuses_files_where_folders_belong(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    _one_line_error(runner.invoke(app, ["reproduce", "--out", str(tmp_path / "a-file")]), "is a file, not a study folder")
+    _one_line_error(runner.invoke(app, ["reproduce", "--out", str(tmp_path / "s"), "--figures", str(tmp_path / "a-file")]), "is a file; give a folder")
+    assert not (tmp_path / "s").exists() and (tmp_path / "a-file").read_text() == "x"
+
+
 def test_cli_refuses_a_folder_that_is_not_a_study(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
     _one_line_error(runner.invoke(app, ["reproduce", "--out", str(tmp_path / "notes"), *sum((["--set", m] for m in MICRO), [])]), "is not a study folder")
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+
+
+def test_markdown_figures_are_png_exactly_when_an_exporter_is_there(study: Path) -> None:
+    from mechrecall.report import static_exporter
+
+    markdown = (study / "report.md").read_text()
+    pngs = sorted((study / "figures").glob("*.png"))
+    if static_exporter():  # kaleido and a browser (pip install -e ".[static]")
+        assert len(pngs) == markdown.count(".png)") >= 10
+        assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    else:
+        assert not pngs and ".png)" not in markdown and markdown.count("- figure: [") >= 10

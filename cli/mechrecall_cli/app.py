@@ -461,11 +461,13 @@ def reproduce(
     depends on it, an interrupted run resumes."""
     from mechrecall.config import parse_overrides
     from mechrecall.report import group_runs
-    from mechrecall.reproduce import ReproduceConfig, export_report, reproduce as run_study, run_path
+    from mechrecall.reproduce import ReproduceConfig, check_destination, export_report, reproduce as run_study, run_path
 
     _quiet_libraries()
     config = ReproduceConfig(preset=preset, seeds=seeds, overrides=parse_overrides(set_))
     config.validate()
+    if figures is not None:
+        check_destination(figures)
     folder = out or Path("runs") / preset
     outcomes = run_study(folder, config, device=device, progress=progress, console=error_console, jobs=jobs)
     ran = [o for o in outcomes if o.status == "ran"]

@@ -15,7 +15,7 @@ from mechrecall.errors import ArtifactError, ConfigError
 from mechrecall.evaluation import evaluate
 from mechrecall.masks import Mask, difference, from_stored, mask_size, random_global, random_like, set_weights
 from mechrecall.params import ParameterIndex
-from mechrecall.runs import BASE, TUNED, Run, default_device, open_run
+from mechrecall.runs import BASE, TUNED, Run, resolve_device, open_run
 from mechrecall.trace import max_ranks, resolve_k
 from mechrecall.tracing import SHARED_MASK, read_trace
 
@@ -61,7 +61,7 @@ def ablate_run(
     run = open_run(path)
     if not run.is_trained:
         raise ArtifactError(f"{run.path} has no fine-tuned model: finish `mechrecall train` for it first")
-    device = device or default_device()
+    device = resolve_device(device)
     index = ParameterIndex.from_spec(run.spec())
     model = run.load_model("tuned", device=device)
     base, tuned = run.directory.load_tensors(BASE, device=device), run.directory.load_tensors(TUNED, device=device)

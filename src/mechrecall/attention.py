@@ -162,10 +162,10 @@ def attention_run(path, heads_spec: str = "top:5", person: int = 0, attribute: s
     from mechrecall.errors import ConfigError
     from mechrecall.figures import write_figure
     from mechrecall.heads import parse_heads, rank_heads, scores_for
-    from mechrecall.runs import default_device, open_run
+    from mechrecall.runs import resolve_device, open_run
 
     run = open_run(path)
-    device = device or default_device()
+    device = resolve_device(device)
     model = run.load_model("tuned", device=device)
     world = run.world()
     cfg = model.cfg

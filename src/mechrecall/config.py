@@ -160,6 +160,13 @@ class AnalysisConfig:
             raise ConfigError(f"graft sparsity must lie in (0, 1), got {self.graft_sparsity}")
         if min(self.graft_steps, self.control_seeds, self.attention_heads, self.attention_people, self.patch_pairs) < 1:
             raise ConfigError("graft steps, control seeds, attention heads and people, and patch pairs must be at least 1")
+        top = self.heads_top.strip()
+        try:
+            valid_top = 0 < float(top[:-1]) <= 100 if top.endswith("%") else int(top) > 0
+        except ValueError:
+            valid_top = False
+        if not valid_top:
+            raise ConfigError(f"heads top {self.heads_top!r} is neither a percentage in (0, 100] (10%) nor a positive count (12)")
         if not self.heads_curve or not all(0 < share <= 100 for share in self.heads_curve):
             raise ConfigError(f"heads curve shares must be percentages in (0, 100], got {list(self.heads_curve)}")
 
@@ -273,9 +280,31 @@ def override_study(study: StudyConfig, overrides: dict[str, Any]) -> StudyConfig
         if key in ("seed", "strategy") or not homes:
             raise ConfigError(f"--set {key}: not a setting of the study (world, model, training or analysis); seeds come from --seeds")
         for home in homes:
+            _check_type(key, getattr(parts[home], key), value)
             changes[home][key] = value
     updated = {part: dataclasses.replace(config, **changes[part]) for part, config in parts.items()}
     updated["world"].validate()
     updated["train"].validate()
     updated["analysis"].validate()
     return dataclasses.replace(study, **updated)
+
+
+def _check_type(key: str, current: Any, value: Any) -> None:
+    """``--set`` values must have the setting's kind: a list for a list, a number for a number,
+    true/false for a flag (a setting whose default is None takes anything its validation takes)."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif number(current):
+        ok = number(value) and (isinstance(current, float) or isinstance(value, int))
+    elif isinstance(current, tuple):
+        ok = isinstance(value, tuple) and all(number(x) for x in value) if all(number(x) for x in current) else isinstance(value, tuple)
+    elif isinstance(current, str):
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        kind = "true or false" if isinstance(current, bool) else "a list like [1,2]" if isinstance(current, tuple) else {"int": "an integer", "float": "a number", "str": "a string"}.get(type(current).__name__, type(current).__name__)
+        raise ConfigError(f"--set {key}={value!r}: {key} takes {kind}")

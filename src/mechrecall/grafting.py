@@ -177,7 +177,7 @@ def graft_run(
     recovers that share of θ_task's QA-ID accuracy); writes ``graft.safetensors`` and ``graft.json``."""
     from mechrecall.evaluation import evaluate
     from mechrecall.masks import from_stored, mask_size, overlap, to_stored
-    from mechrecall.runs import BASE, TUNED, default_device, open_run
+    from mechrecall.runs import BASE, TUNED, resolve_device, open_run
     from mechrecall.trace import trace_metadata
     from mechrecall.tracing import SHARED_MASK
 
@@ -185,7 +185,7 @@ def graft_run(
     if target is not None and not 0.0 < target <= 1.0:
         raise ConfigError(f"--target must lie in (0, 1], got {target}")
     run = open_run(path)
-    device = device or default_device()
+    device = resolve_device(device)
     model = run.load_model("tuned", device=device)
     index = ParameterIndex.from_spec(run.spec())
     base, tuned = run.directory.load_tensors(BASE, device=device), run.directory.load_tensors(TUNED, device=device)

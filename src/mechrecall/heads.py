@@ -223,7 +223,7 @@ def ablate_heads_run(
     """Ablate the top heads of a ranking and evaluate; with ``curve`` (percentages of heads), the
     accuracy at each share for every available ranking. Writes ``heads.json``."""
     from mechrecall.evaluation import evaluate
-    from mechrecall.runs import BASE, default_device, open_run
+    from mechrecall.runs import BASE, resolve_device, open_run
 
     if rank_by not in RANKINGS:
         raise ConfigError(f"unknown ranking {rank_by!r}: choose one of {', '.join(RANKINGS)}")
@@ -232,7 +232,7 @@ def ablate_heads_run(
     run = open_run(path)
     if not run.is_trained:
         raise ArtifactError(f"{run.path} has no fine-tuned model: finish `mechrecall train` for it first")
-    device = device or default_device()
+    device = resolve_device(device)
     cfg = run.spec()["tl_config"]
     total = cfg["n_layers"] * cfg["n_heads"]
     count = parse_top(top, total)

@@ -177,12 +177,12 @@ def patching_run(path, pairs: int = 64, seed: int = 0, device: str | None = None
 
     from mechrecall.errors import ConfigError
     from mechrecall.figures import write_figure
-    from mechrecall.runs import default_device, open_run
+    from mechrecall.runs import resolve_device, open_run
 
     if pairs < 1:
         raise ConfigError(f"--pairs must be at least 1, got {pairs}")
     run = open_run(path)
-    device = device or default_device()
+    device = resolve_device(device)
     model = run.load_model("tuned", device=device)
     world = run.world()
     maps = {kind: patch_heads(model, make_pairs(world, model.tokenizer, kind, pairs, seed)) for kind in KINDS}

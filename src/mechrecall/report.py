@@ -342,9 +342,9 @@ def sections(groups: dict[str, list[dict[str, Any]]]) -> list[Section]:
 
 def static_exporter() -> bool:
     """Whether plotly can write PNGs here (kaleido and a browser it can drive)."""
-    try:
-        import kaleido  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("kaleido") is None:
         return False
     try:
         go.Figure(go.Bar(x=[1], y=[1])).to_image(format="png", width=50, height=50)

@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mechrecall.artifacts import ArtifactDir, package_versions, write_json_atomic
 from mechrecall.config import STRATEGIES, AnalysisConfig, StudyConfig, get_preset, override_study, to_dict
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
+from mechrecall.runs import resolve_device
 
 LEDGER = "steps.json"
 KIND = "study"
@@ -126,7 +127,11 @@ class ReproduceConfig:
         return override_study(get_preset(self.preset), self.overrides)
 
     def validate(self) -> None:
-        self.study()
+        study = self.study()
+        if study.model.source == "checkpoint":
+            from mechrecall.models import resolve_checkpoint
+
+            resolve_checkpoint(study.model.name)  # not available offline: say so before anything runs
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         unknown = [s for s in self.strategies if s not in STRATEGIES]
@@ -172,11 +177,14 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
             f"lr {study.train.lr:g}, weight decay {study.train.weight_decay:g}, QA share {study.train.qa_share:g}.",
             f"Analyses: {json.dumps(to_dict(analysis))}.",
         ]
-        write_report(group_runs(runs), out, title=f"mechrecall: the {config.preset} preset beside the study", preamble=preamble)
+        write_report(group_runs(runs), out, title=f"mechrecall: the {config.preset} preset beside the study", preamble=preamble, png=png)
         ArtifactDir.open(out).record("report.md")
         ArtifactDir.open(out).record("report.html")
 
-    steps.append(Step("report", {"preset": config.preset, "format": REPORT_FORMAT, "overrides": config.overrides}, report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"), make_report))
+    from mechrecall.report import static_exporter
+
+    png = static_exporter()  # a report made without PNGs is made again once an exporter is there
+    steps.append(Step("report", {"preset": config.preset, "format": REPORT_FORMAT, "overrides": config.overrides, "png": png}, report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"), make_report))
     return steps
 
 
@@ -307,9 +315,9 @@ def default_jobs(device: str | None) -> int:
     single-threaded process per run than as one multi-threaded process after another."""
     import os
 
-    from mechrecall.runs import default_device
+    from mechrecall.runs import resolve_device
 
-    return max(1, min(2, os.cpu_count() or 1)) if (device or default_device()) == "cpu" else 1
+    return max(1, min(2, os.cpu_count() or 1)) if resolve_device(device) == "cpu" else 1
 
 
 def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dict[str, Any]) -> dict[str, float]:
@@ -343,6 +351,8 @@ def _open_study(out: Path, config: ReproduceConfig, study: StudyConfig) -> Artif
     updates its config (the steps' cache decides what reruns)."""
     record = {"reproduce": to_dict(config), "study": to_dict(study)}
     manifest = out / "manifest.json"
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file, not a study folder: choose another --out")
     if out.exists() and not manifest.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} exists and is not a study folder: choose another --out")
     if manifest.exists():
@@ -365,25 +375,26 @@ def _read_ledger(out: Path) -> dict[str, Any]:
 
 def reproduce(
     out: Path | str, config: ReproduceConfig, device: str | None = None, progress: bool = True,
-    console: Console | None = None, only: Callable[[Step], bool] | None = None, jobs: int | None = None,
+    console: Console | None = None, jobs: int | None = None,
 ) -> list[StepOutcome]:
     """Run (or skip, when cached) every step of the study; return what each step did.
 
     ``jobs`` trainings run side by side in worker processes (default: 2 on a multi-core CPU, 1
-    on a GPU). ``only`` restricts the run to the steps it accepts.
+    on a GPU).
     """
     import warnings
 
     config.validate()
-    out = Path(out)
-    study = config.study()
-    directory = _open_study(out, config, study)
-    steps = [s for s in plan(out, config, study, device) if only is None or only(s)]
-    ledger = _read_ledger(out)
-    outcomes: list[StepOutcome] = []
+    resolve_device(device)
     jobs = default_jobs(device) if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    out = Path(out)
+    study = config.study()
+    directory = _open_study(out, config, study)
+    steps = plan(out, config, study, device)
+    ledger = _read_ledger(out)
+    outcomes: list[StepOutcome] = []
     trained_aside: dict[str, float] = {}
 
     def is_cached(step: Step) -> bool:
@@ -419,7 +430,7 @@ def reproduce(
                 continue
             if step.job is not None and jobs > 1:
                 # this and every later pending training whose world exists: side by side
-                batch = [s for s in steps[index:] if s.job is not None and s.key() is not None and not is_cached(s)]
+                batch = [step] + [s for s in steps[index + 1:] if s.job is not None and s.key() is not None and not is_cached(s)]
                 for s in batch:
                     tasks[s.id] = bar.add_task(f"  {s.id}", total=s.total, status="running")
                 for step_id, seconds in _train_in_parallel(batch, jobs, bar, tasks).items():
@@ -455,6 +466,7 @@ def export_report(out: Path | str, destination: Path | str) -> list[Path]:
     from mechrecall.artifacts import atomic_path
 
     out, destination = Path(out), Path(destination)
+    check_destination(destination)
     if not (out / "report.md").is_file():
         raise ArtifactError(f"{out} has no report.md: run `mechrecall reproduce --out {out}` first")
     sources = [out / "report.md", out / "report.html", *sorted((out / "figures").glob("*"))]
@@ -465,3 +477,11 @@ def export_report(out: Path | str, destination: Path | str) -> list[Path]:
             shutil.copyfile(source, temporary)
         written.append(target)
     return written
+
+
+def check_destination(destination: Path | str) -> None:
+    """Refuse a ``--figures`` destination that is a file (before the study runs, not after)."""
+    destination = Path(destination)
+    for folder in (destination, destination / "figures"):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"--figures {destination}: {folder} is a file; give a folder")

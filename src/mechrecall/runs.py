@@ -40,6 +40,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | None = None) -> str:
+    """``device`` checked (a name torch does not know, or CUDA where there is none, is one clear
+    error), or the default device when ``None``."""
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown --device {device!r}: use cpu or cuda (cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available here; use cpu")
+    return device
+
+
 @dataclass
 class Run:
     """An opened run directory; every read is checked against the manifest."""
@@ -175,7 +189,7 @@ def train_run(
         trace.validate()
         if trace.split != "qa_id":
             raise ConfigError("a during-training trace follows people whose QA is trained on: use the qa_id split")
-    device = device or default_device()
+    device = resolve_device(device)
     out = Path(out)
     world_dir = ArtifactDir.open(Path(world_path))
     if not world_dir.complete:
@@ -261,7 +275,7 @@ def _finish_training(
 def evaluate_run(path: Path | str, which: str = "tuned", batch_size: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Evaluate θ_task (or θ_pre) of a run; writes ``metrics.json`` (``metrics_base.json``)."""
     run = open_run(path)
-    device = device or default_device()
+    device = resolve_device(device)
     model = run.load_model(which, device=device)
     world = run.world()
     metrics = evaluate(model, model.tokenizer, world.dataset, batch_size=batch_size or run.train_config.eval_batch_size)

@@ -20,7 +20,7 @@ from mechrecall.config import to_dict
 from mechrecall.encoding import pad_id
 from mechrecall.errors import ArtifactError, ConfigError
 from mechrecall.params import ParameterIndex
-from mechrecall.runs import BASE, TRAINING_TRACE, TUNED, Run, default_device, open_run
+from mechrecall.runs import BASE, TRAINING_TRACE, TUNED, Run, resolve_device, open_run
 from mechrecall.trace import (
     TASKS, SharedCurve, TraceConfig, choose_individuals, flat_influence, posthoc_influence, read_metadata, resolve_k, shared_curve,
     trace_metadata, traced_examples,
@@ -37,7 +37,7 @@ def trace_run(path: Path | str, config: TraceConfig, device: str | None = None, 
     run = open_run(path)
     if not run.is_trained:
         raise ArtifactError(f"{run.path} has no fine-tuned model: finish `mechrecall train` for it before tracing")
-    device = device or default_device()
+    device = resolve_device(device)
     world = run.world()
     people = choose_individuals(world, config.split, config.individuals, config.seed)
     model = run.load_model("tuned", device=device)
