@@ -36,10 +36,14 @@ def exact_match(model: HookedTransformer, encoded: Encoded, pad: int, batch_size
         for first in range(0, len(order), batch_size):
             indices = order[first : first + batch_size]
             tokens, target_mask = collate(encoded.select(indices), pad, device)
-            logits = model(tokens)
-            predicted = logits[:, :-1].argmax(-1)
-            hits = (predicted == tokens[:, 1:]) | ~target_mask[:, 1:]
-            correct[torch.tensor(indices)] = hits.all(-1).cpu()
+            # The blocks see every position; the final norm and the unembedding (most of a small
+            # model's cost) only the positions that predict an answer token.
+            residual = model(tokens, stop_at_layer=model.cfg.n_layers)
+            rows, columns = target_mask[:, 1:].nonzero(as_tuple=True)
+            logits = model(residual[rows, columns].unsqueeze(1), start_at_layer=model.cfg.n_layers)
+            misses = (logits[:, 0].argmax(-1) != tokens[rows, columns + 1]).long()
+            missed = torch.zeros(len(indices), dtype=torch.long, device=misses.device).index_add_(0, rows, misses)
+            correct[torch.tensor(indices)] = (missed == 0).cpu()
     finally:
         model.train(was_training)
     return correct

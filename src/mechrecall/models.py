@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from mechrecall.config import MODEL_SIZES, ModelSize
 from mechrecall.errors import ConfigError, ModelNotAvailableError
+from mechrecall.fused import fuse_norms
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -75,6 +76,7 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    fuse_norms(model)
     return model.to(device, print_details=False)
 
 
@@ -164,6 +166,7 @@ def convert_hf_model(
         refactor_factored_attn_matrices=False,
     )
     freeze_absent_biases(model, hf_model)
+    fuse_norms(model)
     return model.to(device, print_details=False)
 
 
@@ -185,6 +188,7 @@ def build_like(hf_config: Any, device: str = "cpu", dtype: str = "float32", seed
     with torch.random.fork_rng(devices=[]), torch.device(device):  # parameters made on the device: no host copy
         torch.manual_seed(seed)
         model = HookedTransformer(cfg, move_to_device=False)
+    fuse_norms(model)
     return model
 
 
@@ -244,6 +248,7 @@ def model_from_spec(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, device:
     for name, parameter in model.named_parameters():
         if name in spec["frozen"]:
             parameter.requires_grad_(False)
+    fuse_norms(model)
     return model.to(device, print_details=False)
 
 
