@@ -70,3 +70,19 @@ def test_bad_analysis_options(two_runs: tuple[Path, Path]) -> None:
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, result.output
         assert fragment in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("mixed", "two_stage", "kind", "expected"),
+    [
+        ([0.56, 0.52, 0.53], [0.022, 0.021, 0.022], "pct", "yes"),  # far apart: the study's direction
+        ([0.40], [0.60], "pct", "no"),  # one seed, the other way
+        ([0.0003], [0.0], "pct", "tie"),  # 0.03% vs 0%: both print as 0.0%
+        ([0.50, 0.70], [0.55, 0.57], "pct", "tie"),  # 60 ± 10 vs 56 ± 1: within the spread
+        ([0.5614], [0.5604], "pct3", "yes"),  # a precise kind tells 56.140% from 56.040%
+    ],
+)
+def test_agreement_needs_a_difference_beyond_spread_and_precision(mixed: list[float], two_stage: list[float], kind: str, expected: str) -> None:
+    from mechrecall.report import direction
+
+    assert direction(mixed, two_stage, kind, mixed_larger=True) == expected

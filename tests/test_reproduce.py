@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mechrecall.config import parse_overrides
+from mechrecall.errors import RunDirError
 from mechrecall.reproduce import LEDGER, ReproduceConfig, export_report, reproduce
 from mechrecall_cli.app import app
 
@@ -187,3 +188,21 @@ def test_markdown_figures_are_png_exactly_when_an_exporter_is_there(study: Path)
         assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     else:
         assert not pngs and ".png)" not in markdown and markdown.count("- figure: [") >= 10
+
+
+def test_strategy_gap_table_reads_a_study_without_training(study: Path) -> None:
+    from mechrecall.runs import open_run
+    from mechrecall.sweep import study_rows, summarize
+
+    rows = study_rows(study)
+    assert sorted((row["seed"], row["strategy"]) for row in rows) == [(0, "mixed"), (0, "two-stage"), (1, "mixed"), (1, "two-stage")]
+    for row in rows:
+        metrics = open_run(study / f"s{row['seed']}" / row["strategy"]).metrics()
+        assert row["qa_ood"] == metrics["qa_ood"]["accuracy"] and row["trial"].startswith("tiny people=16")
+    (entry,) = summarize(rows)
+    by = {(row["seed"], row["strategy"]): row["qa_ood"] for row in rows}
+    gaps = [by[(seed, "mixed")] - by[(seed, "two-stage")] for seed in (0, 1)]
+    assert entry["gap"][0] == pytest.approx(sum(gaps) / 2)
+    assert entry["seeds"] == 2
+    with pytest.raises(RunDirError, match="not a study folder"):
+        study_rows(study / "s0" / "mixed")

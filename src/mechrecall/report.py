@@ -99,11 +99,15 @@ def mean_spread(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+# kind -> (scale, unit, digits) of a table cell
+KINDS = {"pct": (100, "%", 1), "points": (100, "", 1), "pct3": (100, "%", 3), "ratio": (1, "", 3), "count": (1, "", 1), "score": (1, "", 2)}
+
+
 def _fmt(values: Sequence[float] | None, kind: str) -> str:
     if not values:
         return "·"
     mean, spread = mean_spread(values)
-    scale, unit, digits = {"pct": (100, "%", 1), "points": (100, "", 1), "pct3": (100, "%", 3), "ratio": (1, "", 3), "count": (1, "", 1), "score": (1, "", 2)}[kind]
+    scale, unit, digits = KINDS[kind]
     text = f"{scale * mean:.{digits}f}"
     if len(values) > 1:
         text += f" ± {scale * spread:.{digits}f}"
@@ -118,6 +122,17 @@ def _values(runs: list[dict[str, Any]], extract: Extract) -> list[float] | None:
     return None if any(v is None for v in values) else [float(v) for v in values]  # type: ignore[arg-type]
 
 
+def direction(mixed: Sequence[float], two_stage: Sequence[float], kind: str, mixed_larger: bool) -> str:
+    """``yes`` / ``no``: whether mixed's mean is above two-stage's as the study found; ``tie`` when
+    the difference is within either strategy's spread over seeds or below the table's precision."""
+    (a, spread_a), (b, spread_b) = mean_spread(mixed), mean_spread(two_stage)
+    scale, _, digits = KINDS[kind]
+    resolution = 0.5 * 10.0**-digits / scale
+    if abs(a - b) <= max(resolution, spread_a, spread_b):
+        return "tie"
+    return "yes" if (a > b) == mixed_larger else "no"
+
+
 def _row(groups: dict[str, list[dict[str, Any]]], measure: str, study: str, extract: Extract, kind: str,
          mixed_larger: bool | None = True) -> Row | None:
     """A row of ``extract`` per strategy; ``agrees`` compares the means of mixed and two-stage
@@ -128,8 +143,7 @@ def _row(groups: dict[str, list[dict[str, Any]]], measure: str, study: str, extr
     agrees = "·"
     mixed, two = values.get("mixed"), values.get("two-stage")
     if mixed_larger is not None and mixed and two:
-        a, b = statistics.fmean(mixed), statistics.fmean(two)
-        agrees = "tie" if a == b else "yes" if (a > b) == mixed_larger else "no"
+        agrees = direction(mixed, two, kind, mixed_larger)
     return Row(measure, study, {s: _fmt(v, kind) for s, v in values.items()}, agrees)
 
 
@@ -374,7 +388,7 @@ def write_report(
     png = static_exporter() if png is None else png
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}", ""] + [f"{line}  " for line in preamble]
-    md += ["", "Runs: " + "; ".join(f"{s} seeds {', '.join(map(str, v))}" for s, v in seeds.items()) + ". Values are mean ± spread over seeds.", ""]
+    md += ["", "Runs: " + "; ".join(f"{s} seeds {', '.join(map(str, v))}" for s, v in seeds.items()) + ". Values are mean ± spread over seeds; 'tie': the strategies differ by less than either's spread over seeds or than the table's precision.", ""]
     page = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(line)}</p>" for line in preamble]
     page.append(f"<p>{html.escape(md[-2])}</p>")
     first_plot = True

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechrecall.artifacts import write_json_atomic
+from mechrecall.artifacts import ArtifactDir, write_json_atomic
 from mechrecall.config import STRATEGIES, ModelConfig, TrainConfig, WorldConfig, get_preset
 from mechrecall.data.store import create_world, save_world
-from mechrecall.errors import ConfigError
-from mechrecall.runs import Run, train_run
+from mechrecall.errors import ConfigError, RunDirError
+from mechrecall.runs import Run, open_run, train_run
 
 BASES = ("random", "disjoint")
 
@@ -105,15 +105,40 @@ def run_sweep(
         for seed in seeds:
             for strategy in strategies:
                 run = run_trial(trial, seed, strategy, root, device, progress)
-                metrics = run.metrics()
-                rows.append(
-                    {
-                        "trial": trial.name, "overrides": trial.overrides, "seed": seed, "strategy": strategy, "run": str(run.path),
-                        "bio": metrics["bio"]["accuracy"], "qa_id": metrics["qa_id"]["accuracy"], "qa_ood": metrics["qa_ood"]["accuracy"],
-                        "seconds": run.directory.manifest.get("training", {}).get("seconds"),
-                    }
-                )
+                rows.append(result_row(trial.name, trial.overrides, seed, strategy, run))
                 write_json_atomic(root / "results.json", rows)
+    return rows
+
+
+def result_row(trial: str, overrides: dict[str, Any], seed: int, strategy: str, run: Run) -> dict[str, Any]:
+    """One trained run as a row of the sweep's table: its accuracies and training seconds."""
+    metrics = run.metrics()
+    return {
+        "trial": trial, "overrides": overrides, "seed": seed, "strategy": strategy, "run": str(run.path),
+        "bio": metrics["bio"]["accuracy"], "qa_id": metrics["qa_id"]["accuracy"], "qa_ood": metrics["qa_ood"]["accuracy"],
+        "seconds": run.directory.manifest.get("training", {}).get("seconds"),
+    }
+
+
+def study_rows(study: Path) -> list[dict[str, Any]]:
+    """The rows of a ``mechrecall reproduce`` study folder's trained runs (every seed and strategy
+    whose training has finished), so the table can be read off a study without training again."""
+    directory = ArtifactDir.open(study)
+    if directory.kind != "study":
+        raise RunDirError(f"{study} is a {directory.kind} directory, not a study folder: give the --out of `mechrecall reproduce`")
+    record = directory.manifest["config"]["reproduce"]
+    overrides = record.get("overrides") or {}
+    trial = record["preset"] + "".join(f" {key}={value}" for key, value in overrides.items())
+    rows = []
+    for seed in range(int(record["seeds"])):
+        for strategy in record.get("strategies", STRATEGIES):
+            path = study / f"s{seed}" / strategy
+            if not (path / "manifest.json").is_file():
+                continue  # not trained (yet): the table has the seeds that are
+            run = open_run(path)
+            if "metrics.json" not in run.directory.manifest["files"]:
+                continue
+            rows.append(result_row(trial, overrides, seed, strategy, run))
     return rows
 
 
