@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 warnings.filterwarnings("ignore")
 
@@ -34,42 +35,65 @@ def markdown_table(summary: list[dict], seeds: str) -> str:
     return "\n".join(lines)
 
 
+def parse_seeds(text: str) -> list[int] | None:
+    """``"0,1,2"`` → ``[0, 1, 2]``; ``None`` unless the seeds are distinct integers ≥ 0."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        return None
+    return seeds if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds) else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="tiny")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--presets", default=None, help="comma-separated presets to train (default: tiny)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0,1,2)")
     parser.add_argument("--root", type=Path, default=Path("runs/strategy-gap"))
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--study", type=Path, default=None, help="read a `mechrecall reproduce` study folder instead of training")
     args = parser.parse_args()
 
+    def fail(message: str) -> NoReturn:
+        parser.exit(2, f"error: {message}\n")
+
+    if args.study is not None and (args.presets is not None or args.seeds is not None):
+        fail("--study reads the presets and seeds of its study folder: give either --study or --presets/--seeds")
+
     import datasets
 
-    from mechrecall.artifacts import write_json_atomic
+    from mechrecall.artifacts import atomic_path, write_json_atomic
+    from mechrecall.config import PRESETS
     from mechrecall.errors import MechrecallError
     from mechrecall.sweep import Trial, run_sweep, study_rows, summarize
 
     datasets.disable_progress_bars()
-    if args.study is not None:
-        try:
+    try:
+        if args.study is not None:
             rows = study_rows(args.study)
-        except MechrecallError as error:
-            raise SystemExit(f"error: {error}") from None
-        if not rows:
-            raise SystemExit(f"error: {args.study} has no trained runs yet: run `mechrecall reproduce --out {args.study}` first")
-        summary = summarize(rows)
-        seeds = ",".join(str(s) for s in sorted({row["seed"] for row in rows}))
-    else:
-        trials = [Trial(name=preset, preset=preset) for preset in args.presets.split(",")]
-        rows = run_sweep(trials, [int(s) for s in args.seeds.split(",")], args.root, device=args.device, progress=False)
-        summary = summarize(rows)
-        write_json_atomic(args.root / "summary.json", summary)
-        seeds = args.seeds
+            if not rows:
+                fail(f"{args.study} has no trained runs yet: run `mechrecall reproduce --out {args.study}` first")
+            summary = summarize(rows)
+            seeds = ",".join(str(s) for s in sorted({row["seed"] for row in rows}))
+        else:
+            presets = (args.presets or "tiny").split(",")
+            unknown = [p for p in presets if p not in PRESETS]
+            if unknown:
+                fail(f"unknown preset {unknown[0]!r}: choose from {', '.join(PRESETS)}")
+            seed_list = parse_seeds(args.seeds or "0,1,2")
+            if seed_list is None:
+                fail(f"--seeds {args.seeds!r}: give distinct integers >= 0 separated by commas, e.g. 0,1,2")
+            rows = run_sweep([Trial(name=p, preset=p) for p in presets], seed_list, args.root, device=args.device, progress=False)
+            summary = summarize(rows)
+            write_json_atomic(args.root / "summary.json", summary)
+            seeds = ",".join(map(str, seed_list))
+    except MechrecallError as error:
+        fail(str(error))
     table = markdown_table(summary, seeds)
     print(table)
     if args.markdown is not None:
-        args.markdown.write_text(table + "\n")
+        with atomic_path(args.markdown) as temporary:
+            temporary.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -54,3 +54,29 @@ def test_strategy_gap_table_renders_the_summary() -> None:
     table = module.markdown_table(summary, "0,1,2")
     # a measure the summary lacks (two-stage BIO here) is a dot, not a shifted column
     assert "| tiny | 99.8 ± 0.1 | 100.0 ± 0.0 | 50.0 ± 10.0 | · | 99.0 ± 1.0 | 10.0 ± 2.0 | 40.0 ± 5.0 | 600 |" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--seeds", "a"], "give distinct integers >= 0"),
+        (["--seeds", "0,0"], "give distinct integers >= 0"),
+        (["--presets", "tiny,nope"], "unknown preset 'nope'"),
+        (["--study", "missing"], "does not exist or is not a directory"),
+        (["--study", "missing", "--seeds", "0"], "give either --study or --presets/--seeds"),
+    ],
+)
+def test_strategy_gap_bad_input_is_one_line_and_writes_nothing(args: list[str], fragment: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "analyses" / "strategy_gap.py"
+    root = tmp_path / "root"
+    result = subprocess.run(
+        [sys.executable, str(script), "--root", str(root), *[str(tmp_path / a) if a == "missing" else a for a in args]],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
+    assert not root.exists()

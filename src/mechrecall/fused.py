@@ -24,8 +24,7 @@ _EXACT_DTYPES = (torch.float32, torch.float64)
 
 def _observed(point: nn.Module) -> bool:
     """Whether anything would see this hook point's value if its forward ran."""
-    if getattr(point, "fwd_hooks", None) or getattr(point, "bwd_hooks", None):
-        return True
+    # TransformerLens' own hooks are torch hooks underneath, so the torch registries cover them
     if point._forward_hooks or point._forward_pre_hooks or point._backward_hooks or point._backward_pre_hooks:
         return True
     if "forward" in vars(point):  # a tracer (e.g. nnsight) wrapped this instance's forward

@@ -35,6 +35,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ModelSpec = dict[str, Any]
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def torch_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
@@ -114,7 +118,7 @@ def load_hf_checkpoint(name_or_path: str, dtype: str = "float32") -> tuple[PreTr
         hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype(dtype), local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except OSError as error:
-        raise ModelNotAvailableError(f"could not load the checkpoint in {directory}: {str(error).splitlines()[0]}") from None
+        raise ModelNotAvailableError(f"could not load the checkpoint in {directory}: {_first_line(error)}") from None
     hf_model.eval()
     return hf_model, tokenizer
 
@@ -151,7 +155,7 @@ def convert_hf_model(
             state_dict = tl_loading.get_pretrained_state_dict(neutral, cfg, hf_model, dtype=dtype)
         except (ValueError, KeyError, NotImplementedError) as error:
             raise ModelNotAvailableError(
-                f"TransformerLens cannot convert this checkpoint ({type(hf_model).__name__}): {str(error).splitlines()[0]}"
+                f"TransformerLens cannot convert this checkpoint ({type(hf_model).__name__}): {_first_line(error)}"
             ) from None
         finally:
             logging.getLogger().setLevel(previous_level)
@@ -180,7 +184,7 @@ def build_like(hf_config: Any, device: str = "cpu", dtype: str = "float32", seed
         try:
             cfg = tl_loading.get_pretrained_model_config(neutral, hf_cfg=hf_config.to_dict(), fold_ln=False, device=device, dtype=torch_dtype(dtype))
         except (ValueError, KeyError, NotImplementedError) as error:
-            raise ModelNotAvailableError(f"TransformerLens cannot build this architecture: {str(error).splitlines()[0]}") from None
+            raise ModelNotAvailableError(f"TransformerLens cannot build this architecture: {_first_line(error)}") from None
     cfg.seed = seed
     cfg.init_weights = True  # a pretrained model's config leaves the weights to its checkpoint
     cfg.tokenizer_name = None  # no checkpoint, no tokenizer: set one with ``model.set_tokenizer``
