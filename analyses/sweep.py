@@ -28,7 +28,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 per process when sweeps run side by side)")
+    parser.add_argument("--table-only", action="store_true", help="print the table of --root's results.json, train nothing")
     args = parser.parse_args()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     import datasets
     from rich.console import Console
@@ -39,23 +45,34 @@ def main() -> None:
     from mechrecall.sweep import Trial, run_sweep, summarize, summary_figure
 
     datasets.disable_progress_bars()
-    trials = [Trial.parse(text, args.preset) for text in (args.trial or ["preset"])]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    rows = run_sweep(trials, seeds, args.root, device=args.device, progress=not args.no_progress)
+    if args.table_only:
+        rows = json.loads((args.root / "results.json").read_text())
+        trials = []
+    else:
+        trials = [Trial.parse(text, args.preset) for text in (args.trial or ["preset"])]
+        seeds = [int(s) for s in args.seeds.split(",")]
+        rows = run_sweep(trials, seeds, args.root, device=args.device, progress=not args.no_progress)
     summary = summarize(rows)
     write_json_atomic(args.root / "summary.json", summary)
     write_figure(summary_figure(summary), args.root / "summary.html")
     table = Table(title=f"strategy gap, {args.preset} preset, seeds {args.seeds} (mean ± spread, %)")
-    for column in ("trial", "mixed BIO", "mixed QA-ID", "mixed QA-OOD", "two-stage BIO", "two-stage QA-ID", "two-stage QA-OOD", "gap", "train s"):
-        table.add_column(column, justify="left" if column == "trial" else "right")
+    columns = {
+        "mixed BIO": "mixed/bio", "mixed QA-ID": "mixed/qa_id", "mixed QA-OOD": "mixed/qa_ood",
+        "2s BIO stage 1": "two-stage/bio_after_stage1", "2s BIO": "two-stage/bio", "2s QA-ID": "two-stage/qa_id",
+        "2s QA-OOD": "two-stage/qa_ood", "gap": "gap", "chance": "mixed/chance_qa_ood",
+        "mixed ‖Δθ‖/‖θ‖": "mixed/relative_update", "2s ‖Δθ‖/‖θ‖": "two-stage/relative_update",
+        "mixed reset 1%": "mixed/reset_survival", "2s reset 1%": "two-stage/reset_survival",
+    }
+    table.add_column("trial")
+    for column in [*columns, "seeds", "train s"]:
+        table.add_column(column, justify="right")
 
     def cell(entry: dict, key: str) -> str:
         return f"{100 * entry[key][0]:.1f} ± {100 * entry[key][1]:.1f}" if key in entry else "·"
 
     for entry in summary:
-        keys = ["mixed/bio", "mixed/qa_id", "mixed/qa_ood", "two-stage/bio", "two-stage/qa_id", "two-stage/qa_ood", "gap"]
-        table.add_row(entry["trial"], *[cell(entry, k) for k in keys], f"{entry['train_seconds']:.0f}")
-    Console(width=200).print(table)
+        table.add_row(entry["trial"], *[cell(entry, k) for k in columns.values()], str(entry["seeds"]), f"{entry['train_seconds']:.0f}")
+    Console(width=260).print(table)
     print(json.dumps({t.name: t.overrides for t in trials}))
 
 

@@ -16,20 +16,28 @@ def test_trial_parsing_routes_settings_and_refuses_unknown_ones() -> None:
     trial = Trial.parse("aug:bio_per_person=3,permute=true,weight_decay=1.0,name=micro")
     world, model, train, base = trial.configs(seed=2)
     assert world.bio_per_person == 3 and world.permute is True and world.seed == 2
-    assert train.weight_decay == 1.0 and train.seed == 2 and model.name == "micro" and base == "random"
+    assert train.weight_decay == 1.0 and train.seed == 2 and model.name == "micro" and base.recipe == "random"
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         Trial.parse("x:colour=blue")
     with pytest.raises(ConfigError, match="qa-share"):
         Trial.parse("x:qa_share=2")
-    with pytest.raises(ConfigError, match="base must be"):
+    with pytest.raises(ConfigError, match="unknown base recipe 'pretrained'"):
         Trial.parse("x:base=pretrained")
+    with pytest.raises(ConfigError, match="unknown setting 'base_colour'"):
+        Trial.parse("x:base=bio,base_colour=1")
+    world, _, _, base = Trial.parse("b:base=bio,base_steps=40,name=micro").configs(seed=1)
+    assert base.recipe == "bio" and base.steps == 40 and world.population == "a" and base.world().population == "b"
 
 
 def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> None:
-    trials = [Trial.parse(f"plain:{SMALL}"), Trial.parse(f"disjoint:{SMALL},base=disjoint")]
+    trials = [Trial.parse(f"plain:{SMALL}"), Trial.parse(f"disjoint:{SMALL},base=mixed,base_people=12,base_steps=4,base_batch_size=4")]
     rows = run_sweep(trials, [0, 1], tmp_path, device="cpu", progress=False)
     assert len(rows) == 8 and {r["strategy"] for r in rows} == {"mixed", "two-stage"}
-    assert (tmp_path / "disjoint" / "base-s0" / "model.safetensors").exists()
+    bases = list((tmp_path / "bases").iterdir())
+    assert len(bases) == 1 and (bases[0] / "model.safetensors").exists()  # one base for both seeds and strategies
+    for row in rows:  # the measures of the presets issue are there
+        assert row["chance_qa_ood"] is not None and row["relative_update"] > 0
+        assert (row["bio_after_stage1"] is not None) == (row["strategy"] == "two-stage")
     summary = {entry["trial"]: entry for entry in summarize(rows)}
     plain = [r for r in rows if r["trial"] == "plain"]
     gaps = [

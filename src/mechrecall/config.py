@@ -7,6 +7,7 @@ says exactly how it was made. Presets are starting points: any field can be over
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from typing import Any
 from mechrecall.errors import ConfigError
 
 STRATEGIES = ("mixed", "two-stage")
+# what a run can be trained with: the study's strategies, and BIO alone (a recipe for a base)
+TRAINING_KINDS = STRATEGIES + ("bio",)
 POPULATIONS = ("all", "a", "b")
+BASE_RECIPES = ("random", "bio", "mixed")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ MODEL_SIZES: dict[str, ModelSize] = {
     # for tests and smoke runs only: seconds on a CPU
     "micro": ModelSize(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64),
     "tiny": ModelSize(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512),
+    # the same width with 16 heads in all, so that "the top 10% of heads" is more than one head
+    "tiny-h16": ModelSize(n_layers=2, d_model=128, n_heads=8, d_head=16, d_mlp=512),
+    "tiny-l4": ModelSize(n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512),
     "small": ModelSize(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024),
 }
 
@@ -95,7 +102,11 @@ class TrainConfig:
     ``mixed`` trains ``steps`` steps on batches holding a ``qa_share`` of QA-ID examples and BIO
     examples of every person otherwise. ``two-stage`` trains on BIO alone for ``bio_steps`` (or
     until the mean BIO loss of the last 50 steps is below ``bio_loss``, capped at ``bio_steps``),
-    then on QA-ID alone for ``qa_steps``, each stage with a fresh AdamW and its own schedule.
+    then on QA-ID alone for ``qa_steps``, each stage with a fresh AdamW and its own schedule; the
+    QA stage may have its own learning rate and weight decay (``qa_lr``, ``qa_weight_decay``).
+    ``bio`` (not a strategy of the study: a recipe for pre-training a base) trains ``steps`` steps
+    on BIO alone. With ``eval_every``, exact match is measured every that many steps; it is always
+    measured at the end of each stage.
     """
 
     strategy: str = "mixed"
@@ -110,30 +121,92 @@ class TrainConfig:
     bio_steps: int = 1500  # two-stage, stage 1 (upper bound when bio_loss is set)
     bio_loss: float | None = None  # two-stage, optional early stop of stage 1
     qa_steps: int = 1500  # two-stage, stage 2
+    qa_lr: float | None = None  # two-stage, stage 2 learning rate (None: lr)
+    qa_weight_decay: float | None = None  # two-stage, stage 2 weight decay (None: weight_decay)
+    eval_every: int | None = None  # exact match along training (None: at the end of each stage only)
     max_steps: int | None = None  # cap on the total, for smoke runs
     grad_clip: float = 1.0  # max global gradient norm
     checkpoint_every: int = 100
     eval_batch_size: int = 256
 
     def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.strategy not in TRAINING_KINDS:
+            raise ConfigError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(TRAINING_KINDS)}")
         if not 0.0 < self.qa_share < 1.0:
             raise ConfigError(f"qa-share must lie strictly between 0 and 1, got {self.qa_share}")
         for name in ("batch_size", "steps", "bio_steps", "qa_steps", "checkpoint_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max-steps must be at least 1, got {self.max_steps}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ConfigError("lr must be positive and weight-decay, warmup-steps non-negative")
+        for name in ("max_steps", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.qa_lr is not None and not (math.isfinite(self.qa_lr) and self.qa_lr > 0):
+            raise ConfigError(f"qa-lr must be a positive number, got {self.qa_lr}")
+        if self.qa_weight_decay is not None and not (math.isfinite(self.qa_weight_decay) and self.qa_weight_decay >= 0):
+            raise ConfigError(f"qa-weight-decay must be a non-negative number, got {self.qa_weight_decay}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0) or self.warmup_steps < 0:
+            raise ConfigError("weight-decay and warmup-steps must be non-negative numbers")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ConfigError(f"grad-clip must be a positive number, got {self.grad_clip}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}")
 
     @property
     def total_steps(self) -> int:
-        planned = self.steps if self.strategy == "mixed" else self.bio_steps + self.qa_steps
+        planned = self.bio_steps + self.qa_steps if self.strategy == "two-stage" else self.steps
         return min(planned, self.max_steps) if self.max_steps is not None else planned
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """θ_pre of a study, shared by every seed and strategy, as one released checkpoint would be.
+
+    ``random``: a fresh initialisation (the first version's θ_pre; a control, not a pre-trained
+    model). ``bio`` / ``mixed``: a model of the study's size pre-trained here on its own world of
+    population "b" (last names the studied population "a" never uses), on BIO texts alone or on
+    BIO texts with the QA of half of its people (QA share ``qa_share``). Its world, initialisation
+    and batch order come from ``seed``, never from the study's seeds.
+    """
+
+    recipe: str = "random"
+    people: int = 1_000
+    seed: int = 1_000
+    bio_per_person: int = 3
+    permute: bool = True
+    fullname: bool = True
+    steps: int = 6_000
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    qa_share: float = 0.8
+    batch_size: int = 64
+
+    @property
+    def pretrained(self) -> bool:
+        return self.recipe != "random"
+
+    def world(self) -> WorldConfig:
+        return WorldConfig(
+            people=self.people, seed=self.seed, bio_per_person=self.bio_per_person, permute=self.permute,
+            fullname=self.fullname, population="b",
+        )
+
+    def train(self, template: TrainConfig) -> TrainConfig:
+        """The base's training: the study's training settings with the base's own recipe."""
+        return dataclasses.replace(
+            template, strategy=self.recipe, seed=self.seed, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+            qa_share=self.qa_share, batch_size=self.batch_size, qa_lr=None, qa_weight_decay=None, eval_every=None,
+            max_steps=None,
+        )
+
+    def validate(self) -> None:
+        if self.recipe not in BASE_RECIPES:
+            raise ConfigError(f"unknown base recipe {self.recipe!r}: choose one of {', '.join(BASE_RECIPES)}")
+        self.world().validate()
+        if self.pretrained:
+            self.train(TrainConfig()).validate()
 
 
 @dataclass(frozen=True)
@@ -181,6 +254,7 @@ class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    base: BaseConfig = field(default_factory=BaseConfig)
 
 
 PRESETS: dict[str, StudyConfig] = {

@@ -8,7 +8,7 @@ by token iff each arg-max is right), without generating: batched and teacher-for
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import torch
@@ -60,6 +60,38 @@ def greedy_answer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase, 
         logits = model(torch.tensor([ids + generated], device=device))
         generated.append(int(logits[0, -1].argmax()))
     return generated
+
+
+def accuracy_evaluator(
+    tokenizer: PreTrainedTokenizerBase, dataset: DatasetDict, metrics: tuple[str, ...] = tuple(EVAL_SPLITS), batch_size: int = 256
+):
+    """A function ``model -> {metric: accuracy}`` over the given splits, encoded once (for
+    measuring along training)."""
+    pad = pad_id(tokenizer)
+    encoded = {}
+    for metric in metrics:
+        rows = dataset[EVAL_SPLITS[metric]]
+        encoded[metric] = encode_pairs(tokenizer, list(rows["prompt"]), list(rows["answer"]))
+
+    def accuracies(model: HookedTransformer) -> dict[str, float]:
+        return {m: float(exact_match(model, e, pad, batch_size).float().mean()) if len(e) else 0.0 for m, e in encoded.items()}
+
+    return accuracies
+
+
+def chance_level(dataset: DatasetDict) -> dict[str, float]:
+    """Exact match of always answering an attribute's most frequent value among the people whose QA
+    is trained on (what a model that learned no person's facts could best do), per metric."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for attribute, answer in zip(dataset["qa_id"]["attribute"], dataset["qa_id"]["answer"], strict=True):
+        counts[attribute][answer] += 1
+    majority = {attribute: counter.most_common(1)[0][0] for attribute, counter in counts.items()}
+    levels = {}
+    for metric, split in EVAL_SPLITS.items():
+        rows = dataset[split]
+        hits = [majority.get(a) == v for a, v in zip(rows["attribute"], rows["answer"], strict=True)]
+        levels[metric] = sum(hits) / max(len(hits), 1)
+    return levels
 
 
 def evaluate(

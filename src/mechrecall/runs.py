@@ -26,7 +26,7 @@ from mechrecall.config import ModelConfig, TrainConfig, from_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
-from mechrecall.evaluation import evaluate
+from mechrecall.evaluation import accuracy_evaluator, chance_level, evaluate
 from mechrecall.trace import InfluenceAccumulator, TraceConfig, choose_individuals, trace_metadata
 from mechrecall.training import StepCallback, TrainingTracer, train
 
@@ -246,9 +246,11 @@ def _finish_training(
                 "qa": {i for i, pid in enumerate(qa["person_id"]) if pid in chosen},
             },
         )
+    base_weights = {name: tensor.detach().clone() for name, tensor in models.trainable_state(model).items()}
+    evaluator = accuracy_evaluator(tokenizer, world.dataset, batch_size=train_config.eval_batch_size)
     state = train(
         model, examples, train_config, pad_id(tokenizer), checkpoint_path=run.path / CHECKPOINT, progress=progress,
-        on_step=on_step, tracer=tracer,
+        on_step=on_step, tracer=tracer, evaluator=evaluator,
     )
     directory = run.directory
     directory.save_tensors(TUNED, models.trainable_state(model))
@@ -266,10 +268,21 @@ def _finish_training(
     directory.write_json("metrics.json", metrics)
     directory.mark(
         "complete",
-        training={"steps": state.step, "phase_ends": state.phase_ends, "seconds": round(state.seconds, 2), "device": device},
+        training={
+            "steps": state.step, "phase_ends": state.phase_ends, "seconds": round(state.seconds, 2), "device": device,
+            "evals": state.evals, "relative_update": relative_update(base_weights, models.trainable_state(model)),
+            "chance": chance_level(world.dataset),
+        },
     )
     (run.path / CHECKPOINT).unlink(missing_ok=True)
     return run
+
+
+def relative_update(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor]) -> float:
+    """‖θ_task − θ_pre‖ / ‖θ_pre‖ over every trainable element (how far training moved the model)."""
+    delta = sum(float((tuned[name].float() - tensor.float()).pow(2).sum()) for name, tensor in base.items())
+    size = sum(float(tensor.float().pow(2).sum()) for tensor in base.values())
+    return (delta / size) ** 0.5 if size > 0 else float("inf")
 
 
 def evaluate_run(path: Path | str, which: str = "tuned", batch_size: int | None = None, device: str | None = None) -> dict[str, Any]:

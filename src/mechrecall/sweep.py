@@ -2,11 +2,18 @@
 with both strategies over seeds; results as a table (mean and spread) and a plotly figure.
 
 A trial's overrides name fields of ``WorldConfig``, ``TrainConfig`` or ``ModelConfig`` (a name
-in more than one goes to the world first, then training, then the model), plus ``base``:
-``random`` (θ_pre = a fresh initialisation, the default) or ``disjoint`` (θ_pre = a model of the
-same size trained with the mixed strategy on a disjoint population, population "b", while the
-studied world is population "a"). Every run is an ordinary run directory, so an interrupted
-sweep resumes and finished runs are reused.
+in more than one goes to the world first, then training, then the model), and of the base θ_pre:
+``base`` is its recipe (``random``, ``bio`` or ``mixed``, see :class:`BaseConfig`) and
+``base_<field>`` any other field of it (``base_steps=4000``). With a pre-trained base the
+studied world is population "a" and the base's world population "b". A base is trained once per
+base config and model (``bases/<hash>``) and shared by every trial, seed and strategy that uses
+it. Every run is an ordinary run directory, so an interrupted sweep resumes and finished runs
+are reused.
+
+Besides the end accuracies, a row holds what the presets issue asks of each setting: two-stage
+BIO accuracy at the end of its BIO stage, ‖θ_task − θ_pre‖/‖θ_pre‖, the chance level of each
+split (majority value per attribute) and the QA-OOD left after resetting 1% of every tensor's
+elements, drawn at random, to θ_pre (a survivability check of θ_pre, mean over draws).
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from mechrecall.artifacts import ArtifactDir, write_json_atomic
-from mechrecall.config import STRATEGIES, ModelConfig, TrainConfig, WorldConfig, get_preset
+from mechrecall.config import STRATEGIES, BaseConfig, ModelConfig, TrainConfig, WorldConfig, get_preset
 from mechrecall.data.store import create_world, save_world
 from mechrecall.errors import ConfigError, RunDirError
-from mechrecall.runs import Run, open_run, train_run
+from mechrecall.runs import BASE, TUNED, Run, open_run, train_run
 
-BASES = ("random", "disjoint")
+SUMMARIZED = ("bio", "qa_id", "qa_ood", "bio_after_stage1", "chance_qa_ood", "relative_update", "reset_survival")
+RESET_FRACTION = 0.01
+RESET_DRAWS = 3
 
 
 @dataclass(frozen=True)
@@ -51,22 +60,29 @@ class Trial:
         trial.configs(seed=0)  # validate now
         return trial
 
-    def configs(self, seed: int) -> tuple[WorldConfig, ModelConfig, TrainConfig, str]:
+    def configs(self, seed: int) -> tuple[WorldConfig, ModelConfig, TrainConfig, BaseConfig]:
         study = get_preset(self.preset)
-        parts: dict[str, dict[str, Any]] = {"world": {}, "train": {}, "model": {}}
-        base = self.overrides.get("base", "random")
-        if base not in BASES:
-            raise ConfigError(f"trial {self.name!r}: base must be one of {', '.join(BASES)}")
+        parts: dict[str, dict[str, Any]] = {"world": {}, "train": {}, "model": {}, "base": {}}
         homes = (("world", study.world), ("train", study.train), ("model", study.model))
+        base_fields = {f.name for f in dataclasses.fields(BaseConfig)}
         for key, value in self.overrides.items():
             if key == "base":
+                parts["base"]["recipe"] = value
+                continue
+            if key.startswith("base_") and key[5:] in base_fields:
+                parts["base"][key[5:]] = value
                 continue
             home = next((part for part, config in homes if key in {f.name for f in dataclasses.fields(config)}), None)
             if home is None:
                 raise ConfigError(f"trial {self.name!r}: unknown setting {key!r}")
             parts[home][key] = value
+        base = dataclasses.replace(study.base, **parts["base"])
+        try:
+            base.validate()
+        except ConfigError as error:
+            raise ConfigError(f"trial {self.name!r}: base: {error}") from None
         world = dataclasses.replace(study.world, **{**parts["world"], "seed": seed})
-        if base == "disjoint":
+        if base.pretrained:
             world = dataclasses.replace(world, population="a")
         train = dataclasses.replace(study.train, **{**parts["train"], "seed": seed})
         model = dataclasses.replace(study.model, **{**parts["model"], "seed": seed})
@@ -75,23 +91,35 @@ class Trial:
         return world, model, train, base
 
 
+def _key(*configs: Any) -> str:
+    text = json.dumps([dataclasses.asdict(c) for c in configs], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def _world_dir(root: Path, world: WorldConfig) -> Path:
-    key = json.dumps(dataclasses.asdict(world), sort_keys=True)
-    path = root / "worlds" / hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = root / "worlds" / _key(world)
     if not (path / "manifest.json").exists():
         save_world(create_world(world), path, overwrite=path.exists())
     return path
+
+
+def train_base(
+    root: Path, base: BaseConfig, model: ModelConfig, template: TrainConfig, preset: str, device: str | None, progress: bool
+) -> Run:
+    """The pre-trained base of ``base`` (trained once, under ``root/bases/<hash>``)."""
+    model = dataclasses.replace(model, seed=base.seed)
+    training = base.train(template)
+    world_path = _world_dir(root, base.world())
+    return train_run(world_path, root / "bases" / _key(base, model), model, training, preset=preset, device=device, progress=progress)
 
 
 def run_trial(trial: Trial, seed: int, strategy: str, root: Path, device: str | None, progress: bool) -> Run:
     world, model, train, base = trial.configs(seed)
     train = dataclasses.replace(train, strategy=strategy)
     world_path = _world_dir(root, world)
-    if base == "disjoint":
-        base_world = _world_dir(root, dataclasses.replace(world, population="b", seed=world.seed + 1000))
-        base_run = root / trial.name / f"base-s{seed}"
-        train_run(base_world, base_run, model, dataclasses.replace(train, strategy="mixed"), preset=trial.preset, device=device, progress=progress)
-        model = dataclasses.replace(model, name=str(base_run))
+    if base.pretrained:
+        base_run = train_base(root, base, model, train, trial.preset, device, progress)
+        model = dataclasses.replace(model, name=str(base_run.path))
     return train_run(world_path, root / trial.name / f"{strategy}-s{seed}", model, train, preset=trial.preset, device=device, progress=progress)
 
 
@@ -99,24 +127,67 @@ def run_sweep(
     trials: list[Trial], seeds: list[int], root: Path, strategies: tuple[str, ...] = STRATEGIES, device: str | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train every trial × seed × strategy (reusing finished runs); write ``results.json``."""
+    """Train every trial × seed × strategy (reusing finished runs); write ``results.json``
+    (merged with the rows already there, so sweeps run side by side share one table)."""
     rows = []
     for trial in trials:
         for seed in seeds:
             for strategy in strategies:
                 run = run_trial(trial, seed, strategy, root, device, progress)
                 rows.append(result_row(trial.name, trial.overrides, seed, strategy, run))
-                write_json_atomic(root / "results.json", rows)
+                _merge_results(root / "results.json", rows[-1])
     return rows
 
 
+def _merge_results(path: Path, row: dict[str, Any]) -> None:
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if (r["trial"], r["seed"], r["strategy"]) != (row["trial"], row["seed"], row["strategy"])]
+    write_json_atomic(path, rows + [row])
+
+
+def reset_survival(run: Run, fraction: float = RESET_FRACTION, draws: int = RESET_DRAWS) -> float:
+    """QA-OOD accuracy after resetting ``fraction`` of every tensor's elements (drawn at random,
+    draw ``d`` seeded by ``d``) to θ_pre, mean over draws, as a share of θ_task's QA-OOD."""
+    import torch
+
+    from mechrecall.evaluation import accuracy_evaluator
+    from mechrecall.masks import set_weights
+
+    tuned_accuracy = run.metrics()["qa_ood"]["accuracy"]
+    if tuned_accuracy == 0:
+        return float("nan")
+    model = run.load_model("tuned")
+    base, tuned = run.directory.load_tensors(BASE), run.directory.load_tensors(TUNED)
+    evaluator = accuracy_evaluator(model.tokenizer, run.world().dataset, metrics=("qa_ood",))
+    kept = []
+    for draw in range(draws):
+        generator = torch.Generator().manual_seed(draw)
+        take_tuned = {}
+        for name, tensor in tuned.items():
+            chosen = torch.zeros(tensor.numel(), dtype=torch.bool)
+            chosen[torch.randperm(tensor.numel(), generator=generator)[: round(fraction * tensor.numel())]] = True
+            take_tuned[name] = ~chosen.reshape(tensor.shape)
+        set_weights(model, base, tuned, take_tuned)
+        kept.append(evaluator(model)["qa_ood"] / tuned_accuracy)
+    return statistics.fmean(kept)
+
+
 def result_row(trial: str, overrides: dict[str, Any], seed: int, strategy: str, run: Run) -> dict[str, Any]:
-    """One trained run as a row of the sweep's table: its accuracies and training seconds."""
+    """One trained run as a row of the sweep's table: its accuracies, the measures of θ_pre and
+    of forgetting, and training seconds."""
     metrics = run.metrics()
+    training = run.directory.manifest.get("training", {})
+    evals = training.get("evals", [])
+    stage_one = [e for e in evals if e["phase"] == "bio"] if strategy == "two-stage" else []
     return {
         "trial": trial, "overrides": overrides, "seed": seed, "strategy": strategy, "run": str(run.path),
         "bio": metrics["bio"]["accuracy"], "qa_id": metrics["qa_id"]["accuracy"], "qa_ood": metrics["qa_ood"]["accuracy"],
-        "seconds": run.directory.manifest.get("training", {}).get("seconds"),
+        "bio_after_stage1": stage_one[-1]["bio"] if stage_one else None,
+        "chance_qa_ood": training.get("chance", {}).get("qa_ood"),
+        "relative_update": training.get("relative_update"),
+        "reset_survival": reset_survival(run),
+        "evals": evals,
+        "seconds": training.get("seconds"),
     }
 
 
@@ -152,8 +223,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in (r for r in rows if r["trial"] == trial):
             by_seed.setdefault(row["seed"], {})[row["strategy"]] = row
         for strategy in STRATEGIES:
-            for metric in ("bio", "qa_id", "qa_ood"):
-                values = [s[strategy][metric] for s in by_seed.values() if strategy in s]
+            for metric in SUMMARIZED:
+                values = [s[strategy].get(metric) for s in by_seed.values() if strategy in s]
+                values = [v for v in values if v is not None and v == v]  # missing or NaN: left out
                 if values:
                     entry[f"{strategy}/{metric}"] = (statistics.fmean(values), statistics.pstdev(values))
         gaps = [s["mixed"]["qa_ood"] - s["two-stage"]["qa_ood"] for s in by_seed.values() if len(s) == 2]

@@ -39,26 +39,34 @@ class Phase:
     steps: int  # planned length (the schedule's length)
     per_batch: dict[str, int]  # examples of each pool in one batch
     bio_loss_target: float | None = None  # end the phase early once the recent BIO loss is below
+    lr: float = 1e-3  # peak learning rate of the phase's schedule
+    weight_decay: float = 0.1
 
 
 def plan_phases(config: TrainConfig) -> list[Phase]:
     if config.strategy == "mixed":
         qa = min(max(round(config.qa_share * config.batch_size), 1), config.batch_size - 1)
-        return [Phase("mixed", config.steps, {"bio": config.batch_size - qa, "qa": qa})]
+        return [Phase("mixed", config.steps, {"bio": config.batch_size - qa, "qa": qa}, None, config.lr, config.weight_decay)]
+    if config.strategy == "bio":
+        return [Phase("bio", config.steps, {"bio": config.batch_size, "qa": 0}, config.bio_loss, config.lr, config.weight_decay)]
+    qa_lr = config.lr if config.qa_lr is None else config.qa_lr
+    qa_decay = config.weight_decay if config.qa_weight_decay is None else config.qa_weight_decay
     return [
-        Phase("bio", config.bio_steps, {"bio": config.batch_size, "qa": 0}, config.bio_loss),
-        Phase("qa", config.qa_steps, {"bio": 0, "qa": config.batch_size}),
+        Phase("bio", config.bio_steps, {"bio": config.batch_size, "qa": 0}, config.bio_loss, config.lr, config.weight_decay),
+        Phase("qa", config.qa_steps, {"bio": 0, "qa": config.batch_size}, None, qa_lr, qa_decay),
     ]
 
 
-def learning_rate(config: TrainConfig, step_in_phase: int, phase_steps: int) -> float:
-    """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` at the phase's end."""
+def learning_rate(config: TrainConfig, step_in_phase: int, phase_steps: int, peak: float | None = None) -> float:
+    """Linear warmup to ``peak`` (default ``config.lr``), then cosine decay to ``peak *
+    min_lr_ratio`` at the phase's end."""
+    peak = config.lr if peak is None else peak
     warmup = min(config.warmup_steps, max(phase_steps - 1, 0))
     if step_in_phase < warmup:
-        return config.lr * (step_in_phase + 1) / warmup
+        return peak * (step_in_phase + 1) / warmup
     progress = min((step_in_phase - warmup) / max(phase_steps - warmup, 1), 1.0)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+    return peak * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
 class ExampleStream:
@@ -93,16 +101,17 @@ class TrainState:
     recent_bio_losses: list[float] = field(default_factory=list)
     phase_ends: list[int] = field(default_factory=list)
     log: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)  # exact match along training
     seconds: float = 0.0
 
 
-def make_optimizer(model: HookedTransformer, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: HookedTransformer, phase: Phase) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices and embeddings (ndim >= 2), not on biases and norm gains."""
     decayed = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     plain = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}],
-        lr=config.lr,
+        [{"params": decayed, "weight_decay": phase.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+        lr=phase.lr,
         betas=(0.9, 0.98),
         eps=1e-8,
     )
@@ -141,6 +150,7 @@ def load_checkpoint(path: Path, device: str) -> dict[str, Any]:
 
 
 StepCallback = Callable[[TrainState], None]
+Evaluator = Callable[[HookedTransformer], dict[str, float]]  # accuracies by metric (bio, qa_id, qa_ood)
 
 
 def train(
@@ -152,18 +162,20 @@ def train(
     progress: bool = True,
     on_step: StepCallback | None = None,
     tracer: TrainingTracer | None = None,
+    evaluator: Evaluator | None = None,
 ) -> TrainState:
     """Train ``model`` in place; resume from ``checkpoint_path`` if it exists; return the state.
 
     ``examples`` maps ``"bio"`` and ``"qa"`` to encoded training examples. ``on_step`` is called
-    after every step (tests use it to interrupt a run).
+    after every step (tests use it to interrupt a run). ``evaluator`` is called at the end of
+    every phase and every ``config.eval_every`` steps; its accuracies go to ``state.evals``.
     """
     config.validate()
     device = model.cfg.device or "cpu"
     phases = plan_phases(config)
     streams = {pool: ExampleStream(len(examples[pool]), config.seed, pool) for pool in POOLS if len(examples[pool])}
     state = TrainState()
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, phases[0])
     if checkpoint_path is not None and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path, device)
         state = TrainState(**saved["state"])
@@ -187,7 +199,7 @@ def train(
             started = time.perf_counter()
             phase = phases[state.phase]
             step_in_phase = state.step - state.phase_start
-            lr = learning_rate(config, step_in_phase, phase.steps)
+            lr = learning_rate(config, step_in_phase, phase.steps, phase.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             losses: dict[str, torch.Tensor] = {}
@@ -246,11 +258,14 @@ def train(
                 and len(state.recent_bio_losses) == RECENT_BIO_LOSSES
                 and sum(state.recent_bio_losses) / RECENT_BIO_LOSSES < phase.bio_loss_target
             )
+            if evaluator is not None and (phase_over or (config.eval_every and state.step % config.eval_every == 0)):
+                state.evals.append({"step": state.step, "phase": phase.name, **evaluator(model)})
             if phase_over:
                 state.phase_ends.append(state.step)
                 state.phase, state.phase_start = state.phase + 1, state.step
                 state.recent_bio_losses = []
-                optimizer = make_optimizer(model, config)  # each phase its own AdamW
+                if state.phase < len(phases):
+                    optimizer = make_optimizer(model, phases[state.phase])  # each phase its own AdamW
             state.seconds += time.perf_counter() - started
             bar.update(task, completed=state.step)
             if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or phase_over):
