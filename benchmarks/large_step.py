@@ -46,7 +46,7 @@ def main() -> None:
     from transformers import GPTNeoXConfig
 
     from mechrecall import models
-    from mechrecall.trace import InfluenceAccumulator
+    from mechrecall.influence import InfluenceAccumulator
 
     cuda = args.device.startswith("cuda")
     config = GPTNeoXConfig(
@@ -84,7 +84,7 @@ def main() -> None:
     results = {}
     for label in ("plain", "trace"):
         if label == "trace":
-            accumulator = InfluenceAccumulator(model, "grad")
+            accumulator = InfluenceAccumulator(model, "lr-grad")  # the study's trace
         times = []
         peak_reset()
         for step in range(args.steps + 1):  # the first is a warm-up
@@ -97,7 +97,7 @@ def main() -> None:
             if accumulator is not None:
                 traced, rest = tokens[: args.traced], tokens[args.traced :]
                 traced_gradients = torch.autograd.grad(loss_of(traced) * args.traced, list(parameters.values()))
-                accumulator.add("qa" if step % 2 else "bio", traced_gradients, args.traced)
+                accumulator.add("qa" if step % 2 else "bio", traced_gradients, args.traced, lr=1e-5)
             (loss_of(rest) * len(rest) / args.batch).backward()
             if traced_gradients is not None:
                 with torch.no_grad():
@@ -117,7 +117,7 @@ def main() -> None:
         from mechrecall.data import create_world
         from mechrecall.config import WorldConfig
         from mechrecall.encoding import encode_pairs
-        from mechrecall.grafting import GraftConfig, learn_graft
+        from mechrecall.findings.graft import GraftConfig, learn_graft
         from mechrecall.params import ParameterIndex
 
         del optimizer, accumulator

@@ -52,7 +52,7 @@ def _status(field: str) -> int:
 
 def memory_probe(n: int, points: int) -> None:
     """Run in a fresh process: bytes per element of the curve's peak beyond the traces."""
-    from mechrecall.trace import log_grid, max_ranks, shared_counts
+    from mechrecall.influence import log_grid, max_ranks, shared_counts
 
     warm_bio, warm_qa = traces(1000, seed=1)  # load the code paths first: their pages are not data
     shared_counts(max_ranks(warm_bio, warm_qa), log_grid(1000))
@@ -76,7 +76,7 @@ def main() -> None:
     if args.memory_probe:
         memory_probe(args.elements, args.points)
         return
-    from mechrecall.trace import log_grid, max_ranks, shared_counts
+    from mechrecall.influence import log_grid, max_ranks, shared_counts
 
     n, ks = args.elements, log_grid(args.elements, args.points)
     bio, qa = traces(n)

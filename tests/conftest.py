@@ -33,19 +33,27 @@ def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mixed_run(world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> mr.Run:
+    """A micro run trained with the study's trace (6 QA-ID people) accumulated during training."""
+    from mechrecall.influence import TraceConfig
+
     out = tmp_path_factory.mktemp("runs") / "mixed"
     config = mr.TrainConfig(strategy="mixed", steps=300, **FAST_TRAIN)
-    return mr.train_run(world_dir, out, mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    return mr.train_run(world_dir, out, mr.ModelConfig("micro"), config, device="cpu", progress=False, trace=TraceConfig(individuals=6))
+
+
+def run_analysis(name: str, path: Path, **options):
+    """Run a registered analysis with its default config changed by ``options``."""
+    from mechrecall.analysis import execute
+    from mechrecall.registry import get
+
+    analysis = get(name)
+    return execute(analysis, path, analysis.config(**options), device="cpu")
 
 
 def localized_copy(run: mr.Run, path: Path, fraction: float) -> mr.Run:
-    """A copy of a trained run with a post-hoc trace (6 people) and an exported shared mask."""
+    """A copy of a trained run with its exported shared set S (from the training trace)."""
     import shutil
 
-    from mechrecall.trace import TraceConfig
-    from mechrecall.tracing import shared_run, trace_run
-
     shutil.copytree(run.path, path)
-    trace_run(path, TraceConfig(individuals=6), device="cpu", progress=False)
-    shared_run(path, fraction=fraction)
+    run_analysis("shared", path, fraction=fraction, null_draws=1)
     return mr.open_run(path)

@@ -1,4 +1,5 @@
-"""Grafting and parameter ablation: exact weight selection, controls, and the run-level steps."""
+"""Grafting and parameter ablation against slow references: exact weight selection, the mask
+update against autograd, resets against element-by-element copies, and their controls."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import pytest
 import torch
 
 import mechrecall as mr
-from conftest import localized_copy
-from mechrecall.ablation import ablate_run
+from conftest import localized_copy, run_analysis
 from mechrecall.errors import ArtifactError, ConfigError
-from mechrecall.grafting import GraftConfig, base_mask, graft_run, learn_graft, graft_examples
-from mechrecall.masks import empty_mask, full_mask, mask_size, random_like, set_weights
+from mechrecall.findings.graft import GraftConfig, base_mask, graft_examples, learn_graft, mask_gradient, random_subset, read_graft
+from mechrecall.findings.shared import read_shared_mask
+from mechrecall.masks import difference, empty_mask, full_mask, mask_size, random_like, set_weights
 from mechrecall.params import ParameterIndex
 
 
@@ -62,60 +63,133 @@ def test_graft_of_almost_everything_recovers_the_tuned_accuracy(mixed_run: mr.Ru
     assert mr.evaluate(model, model.tokenizer, world.dataset)["qa_id"]["accuracy"] >= 0.9 * mixed_run.metrics()["qa_id"]["accuracy"]
 
 
+def test_mask_update_is_the_autograd_gradient_of_the_relaxed_graft(mixed_run: mr.Run, weights) -> None:
+    """∂loss/∂S through θ = θ_pre + γ(S) ⊙ Δθ, by autograd on S itself, against the update rule."""
+    from mechrecall.encoding import collate, pad_id, per_example_loss
+
+    index, base, tuned = weights
+    model = mixed_run.load_model()
+    fit, _ = graft_examples(mixed_run.world(), model.tokenizer, 0.25, 0)
+    tokens, target = collate(fit.select(list(range(8))), pad_id(model.tokenizer))
+    delta = {n: tuned[n] - base[n] for n in index.names}
+    start = base_mask(index, delta, 0.05)
+    generator = torch.Generator().manual_seed(3)
+    bias = 2.0  # a small bias so that σ' is not ~0 and the check has teeth
+    logits = {n: torch.rand(start[n].shape, generator=generator) for n in index.names}
+    # the rule: the loss gradient at θ(S), through mask_gradient
+    gamma = {n: start[n].float() + (1 - 2 * start[n].float()) * torch.sigmoid(logits[n] - bias) for n in index.names}
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for n in index.names:
+            parameters[n].copy_(base[n] + gamma[n] * delta[n])
+    model.zero_grad()
+    per_example_loss(model(tokens), tokens, target).mean().backward()
+    rule = {n: mask_gradient(start[n], logits[n], parameters[n].grad, delta[n], bias) for n in index.names}
+    # the reference: S as leaves, θ(S) built differentiably, autograd all the way
+    leaves = {n: logits[n].clone().requires_grad_(True) for n in index.names}
+    theta = {n: base[n] + (start[n].float() + (1 - 2 * start[n].float()) * torch.sigmoid(leaves[n] - bias)) * delta[n] for n in index.names}
+    loss = per_example_loss(torch.func.functional_call(model, theta, (tokens,)), tokens, target).mean()
+    reference = dict(zip(index.names, torch.autograd.grad(loss, [leaves[n] for n in index.names]), strict=True))
+    for n in index.names:
+        assert torch.allclose(rule[n], reference[n], rtol=1e-3, atol=1e-9), n
+    assert sum(float(r.abs().sum()) for r in rule.values()) > 0
+
+
 @pytest.fixture(scope="module")
 def localized_run(mixed_run: mr.Run, tmp_path_factory: pytest.TempPathFactory) -> mr.Run:
     return localized_copy(mixed_run, tmp_path_factory.mktemp("localized") / "run", fraction=0.02)
 
 
-def test_graft_run_reports_accuracies_overlap_and_head_counts(localized_run: mr.Run) -> None:
-    summary = graft_run(localized_run.path, GraftConfig(sparsity=0.05, steps=10, eval_every=5, batch_size=16), device="cpu", progress=False)
-    assert summary["size"] > 0 and summary["fraction"] == summary["size"] / summary["parameters"]
-    assert set(summary["accuracy"]) == {"grafted", "tuned", "base"}
-    assert summary["accuracy"]["tuned"] == {m: localized_run.metrics()[m]["accuracy"] for m in ("bio", "qa_id", "qa_ood")}
-    overlap = summary["shared_overlap"]
-    assert 0 <= overlap["intersection"] <= min(summary["size"], overlap["shared_size"])
-    assert sum(map(sum, summary["by_head"]["q"])) <= summary["size"]
-    stored = localized_run.directory.load_tensors("graft.safetensors")
-    assert sum(int(t.sum()) for t in stored.values()) == summary["size"]
+def test_graft_run_reports_accuracies_overlap_and_its_controls(localized_run: mr.Run) -> None:
+    result = run_analysis("graft", localized_run.path, sparsity=0.05, target=None, steps=10, eval_every=5, batch_size=16, control_draws=3)
+    run = mr.open_run(localized_run.path)
+    index = ParameterIndex.from_spec(run.spec())
+    assert result.size > 0 and result.fraction == result.size / result.parameters == result.size / index.numel
+    assert set(result.accuracy) == {"grafted", "tuned", "base"} and result.target_met is None
+    for metric in ("bio", "qa_id", "qa_ood"):
+        assert result.accuracy["tuned"][metric] == pytest.approx(run.metrics()[metric]["accuracy"])
+    graft = read_graft(run, index)
+    shared = read_shared_mask(run, index)
+    assert mask_size(graft) == result.size and result.shared_size == mask_size(shared)
+    assert result.intersection == sum(int((graft[n] & shared[n]).sum()) for n in graft)
+    assert result.chance_share == mask_size(shared) / index.numel
+    # γ ∖ S, by hand: θ_pre where not (γ and not S)
+    model = run.load_model()
+    base, tuned = run.directory.load_tensors("base.safetensors"), run.directory.load_tensors("model.safetensors")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            keep = graft[name] & ~shared[name]
+            parameter.copy_(base[name])
+            parameter[keep] = tuned[name][keep]
+    by_hand = mr.evaluate(model, model.tokenizer, run.world().dataset)
+    assert result.without_shared == {m: by_hand[m]["accuracy"] for m in ("bio", "qa_id", "qa_ood")}
+    assert len(result.random_removed) == (3 if result.intersection else 0)
+    # the control removes exactly |S ∩ γ| elements of γ
+    removed = random_subset(graft, result.intersection, 0)
+    assert mask_size(removed) == result.intersection and mask_size(difference(removed, graft)) == 0
+    again = type(result).from_json(result.to_json())
+    assert again == result
 
 
-def test_ablations_and_their_controls(localized_run: mr.Run) -> None:
-    shared = ablate_run(localized_run.path, "shared", device="cpu")
-    random = ablate_run(localized_run.path, "random", seeds=2, device="cpu")
-    exported = localized_run.directory.read_json("shared.json")["mask"]
-    assert exported["k"] == round(0.02 * ParameterIndex.from_spec(localized_run.spec()).numel)
-    assert shared["size"] == random["size"] == exported["size"] > 0
-    for result in (shared, random):
-        for metric, values in result["ablated"].items():
-            assert values["drop"] == pytest.approx(result["tuned"][metric] - values["accuracy"])
-    assert len(random["per_seed"]) == 2
-    if "graft.json" not in localized_run.directory.manifest["files"]:
-        graft_run(localized_run.path, GraftConfig(sparsity=0.05, steps=2, eval_every=1, batch_size=16), device="cpu", progress=False)
-    trimmed = ablate_run(localized_run.path, "graft-minus-shared", device="cpu")
-    assert 0 <= trimmed["removed"] <= trimmed["shared_size"]
-    assert set(localized_run.directory.read_json("ablation.json")) == {"shared", "random", "graft-minus-shared"}
+def test_graft_search_stops_at_the_first_alpha_that_recovers_the_target(localized_run: mr.Run) -> None:
+    result = run_analysis("graft", localized_run.path, sparsity=0.02, target=0.5, max_sparsity=0.5, steps=4, eval_every=2, batch_size=16)
+    alphas = [point["sparsity"] for point in result.search]
+    assert alphas[0] == 0.02 and alphas == sorted(alphas) and all(a <= 0.5 for a in alphas)
+    assert all(point["recovered"] < 0.5 for point in result.search[:-1])  # the search went on only while below target
+    assert result.target_met == (result.search[-1]["recovered"] >= 0.5) and result.sparsity == alphas[-1]
+
+
+def test_shared_ablation_equals_element_by_element_resets(localized_run: mr.Run) -> None:
+    result = run_analysis("ablate", localized_run.path, draws=2, seed=5)
+    run = mr.open_run(localized_run.path)
+    index = ParameterIndex.from_spec(run.spec())
+    shared = read_shared_mask(run, index)
+    assert result.size == mask_size(shared) > 0 and result.seeds == (5, 6) and len(result.random) == 2
+    base, tuned = run.directory.load_tensors("base.safetensors"), run.directory.load_tensors("model.safetensors")
+    model = run.load_model()
+    world = run.world()
+
+    def reset_by_hand(chosen) -> dict[str, float]:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                values = tuned[name].clone().reshape(-1)
+                for flat in chosen[name].reshape(-1).nonzero().flatten().tolist():  # one element at a time
+                    values[flat] = base[name].reshape(-1)[flat]
+                parameter.copy_(values.reshape(parameter.shape))
+        metrics = mr.evaluate(model, model.tokenizer, world.dataset)
+        return {m: metrics[m]["accuracy"] for m in ("bio", "qa_id", "qa_ood")}
+
+    assert result.shared == reset_by_hand(shared)
+    control = random_like(shared, 6)
+    assert all(int(control[n].sum()) == int(shared[n].sum()) for n in shared)  # S's count in every tensor
+    assert result.random[1] == reset_by_hand(control)
+    for metric in ("bio", "qa_id", "qa_ood"):
+        if result.tuned[metric] > 0:
+            assert result.relative_drop(metric) == pytest.approx((result.tuned[metric] - result.shared[metric]) / result.tuned[metric])
 
 
 def test_bad_grafting_and_ablation_requests(mixed_run: mr.Run, localized_run: mr.Run, tmp_path: Path) -> None:
-    for sparsity in (0.0, 1.0, -0.1):
+    for sparsity in (0.0, 1.0, -0.1, float("nan")):
         with pytest.raises(ConfigError, match="--sparsity must lie strictly between 0 and 1"):
-            graft_run(localized_run.path, GraftConfig(sparsity=sparsity), device="cpu", progress=False)
+            run_analysis("graft", localized_run.path, sparsity=sparsity)
+    for lr in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ConfigError, match="--lr must be a positive number"):
+            run_analysis("graft", localized_run.path, lr=lr)
+    with pytest.raises(ConfigError, match="--draws must be at least 1"):
+        run_analysis("ablate", localized_run.path, draws=0)
     bare = tmp_path / "bare"
-    shutil.copytree(mixed_run.path, bare, ignore=shutil.ignore_patterns("trace*", "shared*", "graft*", "ablation*"))
-    with pytest.raises(ArtifactError, match="no trace.safetensors"):
-        ablate_run(bare, "shared", k=100, device="cpu")
-    with pytest.raises(ConfigError, match="unknown --what"):
-        ablate_run(localized_run.path, "everything", device="cpu")
+    shutil.copytree(mixed_run.path, bare)
+    with pytest.raises(ArtifactError, match=f"no shared_mask.safetensors: run `mechrecall shared {bare}` first"):
+        run_analysis("ablate", bare)
     # a graft of another model: same files, other shapes
     other_world = tmp_path / "w"
     mr.save_world(mr.create_world(mr.WorldConfig(people=6, seed=2)), other_world)
     other = mr.train_run(other_world, tmp_path / "other", mr.ModelConfig("tiny"), mr.TrainConfig(steps=1, batch_size=2), device="cpu", progress=False)
+    if "graft.safetensors" not in mr.open_run(localized_run.path).directory.manifest["files"]:
+        run_analysis("graft", localized_run.path, sparsity=0.05, target=None, steps=2, eval_every=1, batch_size=16)
     shutil.copy(localized_run.path / "graft.safetensors", other.path / "graft.safetensors")
     other.directory.record("graft.safetensors")
-    shutil.copy(localized_run.path / "trace.safetensors", other.path / "trace.safetensors")
     with pytest.raises(ArtifactError, match="mask of another model"):
-        from mechrecall.grafting import read_graft
-
         read_graft(other, ParameterIndex.from_spec(other.spec()))
 
 

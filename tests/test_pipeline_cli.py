@@ -26,63 +26,65 @@ def _ok(*args) -> str:
 
 @pytest.fixture(scope="module")
 def two_runs(mixed_run: mr.Run, world_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from mechrecall.influence import TraceConfig
+
     root = tmp_path_factory.mktemp("pipeline")
     mixed = root / "mixed"
     shutil.copytree(mixed_run.path, mixed)
     config = mr.TrainConfig(strategy="two-stage", bio_steps=150, qa_steps=150, **FAST_TRAIN)
-    two = mr.train_run(world_dir, root / "two-stage", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    two = mr.train_run(world_dir, root / "two-stage", mr.ModelConfig("micro"), config, device="cpu", progress=False,
+                       trace=TraceConfig(individuals=6))
     return mixed, two.path
 
 
-def test_trace_shared_graft_ablate_report(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_every_analysis_command_chained_then_the_report(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     mixed, two = two_runs
     for run in (mixed, two):
-        _ok("trace", run, "--individuals", "5", "--no-progress", "--device", "cpu")
-    output = _ok("shared", mixed, two, "--fraction", "0.02", "--figure", tmp_path / "curve.html")
-    assert "|S_k| ratio" in output and (tmp_path / "curve.html").exists() and (tmp_path / "plotly.min.js").exists()
-    _ok("shared", mixed, "--by", "head")
-    assert (mixed / "figures" / "shared_heads.html").exists()
-    _ok("shared", mixed, two, "--fraction", "0.02")  # the exported masks the ablations use
-    for run in (mixed, two):
-        graft = json.loads(_ok("graft", run, "--sparsity", "0.05", "--steps", "4", "--no-progress", "--device", "cpu", "--json"))
-        assert graft["size"] > 0 and "shared_overlap" in graft
-        for what in ("shared", "random", "graft-minus-shared"):
-            result = json.loads(_ok("ablate", run, "--what", what, "--seeds", "2", "--device", "cpu", "--json"))
-            assert set(result["ablated"]) == {"bio", "qa_id", "qa_ood"}
-    output = _ok("report", two, mixed, "--out", tmp_path / "report")
+        output = _ok("shared", run, "--fraction", "0.02", "--null-draws", "2")
+        assert "null" in output and "exported S_k" in output
+        graft = json.loads(_ok("graft", run, "--sparsity", "0.05", "--target", "none", "--steps", "4", "--no-progress", "--device", "cpu", "--json"))
+        assert graft["result"] == "GraftResult" and graft["size"] > 0 and graft["intersection"] is not None
+        ablation = json.loads(_ok("ablate", run, "--draws", "2", "--device", "cpu", "--json"))
+        assert set(ablation["shared"]) == {"bio", "qa_id", "qa_ood"} and len(ablation["random"]) == 2
+        _ok("ablate-heads", run, "--top", "50%", "--curve", "50,100", "--draws", "2", "--device", "cpu")
+        _ok("attention", run, "--heads", "top:shared:1", "--people", "3", "--device", "cpu")
+        _ok("patch", run, "--pairs", "2", "--device", "cpu")
+        _ok("trace", run, "--individuals", "5", "--no-progress", "--device", "cpu")  # the post-hoc variant
+    _ok("report", two, mixed, "--out", tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "\\|S ∩ γ\\|₀ / \\|γ\\|₀" in markdown and "11.0%" in markdown and "S reset" in markdown
-    assert "| measure | study | mixed | two-stage | agrees in direction |" in markdown  # mixed first, whatever the order given
-    assert "## Shared ablation against random" in markdown and "## Head ablation curves" not in markdown  # no heads.json yet
+    assert "\\|S ∩ γ\\|₀ / \\|γ\\|₀ (control: chance \\|S\\|/N)" in markdown and "11.0% vs 3.9%" in markdown
+    assert "| measure | study | mixed | mixed control | two-stage | two-stage control | verdict |" in markdown  # mixed first
+    for title in ("Shared ablation against random", "Attention heads", "Attention patterns", "Activation patching"):
+        assert f"## {title}" in markdown
     assert "plotly" in (tmp_path / "report" / "report.html").read_text()[:200000]
 
 
 def test_bad_analysis_options(two_runs: tuple[Path, Path]) -> None:
     mixed, _ = two_runs
     for args, fragment in (
-        (["shared", mixed, "--by", "layer"], "unknown --by 'layer'"),
-        (["shared", mixed, "--k", "5", "--fraction", "0.1"], "exactly one of --k and --fraction"),
+        (["shared", mixed, "--fraction", "1.5"], "--fraction must lie in (0, 1]"),
+        (["shared", mixed, "--trace", "later"], "'later' is not one of"),
         (["graft", mixed, "--sparsity", "1.5"], "--sparsity must lie strictly between 0 and 1"),
-        (["ablate", mixed, "--what", "nothing"], "unknown --what 'nothing'"),
-        (["trace", mixed, "--measure", "hessian"], "unknown influence measure 'hessian'"),
-        (["trace", mixed, "--split", "bio"], "unknown split 'bio'"),
+        (["graft", mixed, "--target", "lots"], "--target 'lots' is not a number (or none)"),
+        (["graft", mixed, "--lr", "nan"], "--lr must be a positive number"),
+        (["ablate", mixed, "--draws", "0"], "--draws must be at least 1"),
+        (["heads", mixed, "--curve", "5,x"], "not a comma-separated list of numbers"),
+        (["trace", mixed, "--measure", "hessian"], "'hessian' is not one of"),
+        (["trace", mixed, "--split", "bio"], "'bio' is not one of"),
+        (["patch", mixed, "--pairs", "0"], "--pairs must be at least 1"),
     ):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, result.output
-        assert fragment in result.output and "Traceback" not in result.output
+        assert fragment in result.output and "Traceback" not in result.output, result.output
 
 
-@pytest.mark.parametrize(
-    ("mixed", "two_stage", "kind", "expected"),
-    [
-        ([0.56, 0.52, 0.53], [0.022, 0.021, 0.022], "pct", "yes"),  # far apart: the study's direction
-        ([0.40], [0.60], "pct", "no"),  # one seed, the other way
-        ([0.0003], [0.0], "pct", "tie"),  # 0.03% vs 0%: both print as 0.0%
-        ([0.50, 0.70], [0.55, 0.57], "pct", "tie"),  # 60 ± 10 vs 56 ± 1: within the spread
-        ([0.5614], [0.5604], "pct3", "yes"),  # a precise kind tells 56.140% from 56.040%
-    ],
-)
-def test_agreement_needs_a_difference_beyond_spread_and_precision(mixed: list[float], two_stage: list[float], kind: str, expected: str) -> None:
-    from mechrecall.report import direction
+def test_usage_errors_are_one_line_through_the_console_script(two_runs: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
 
-    assert direction(mixed, two_stage, kind, mixed_larger=True) == expected
+    mixed, _ = two_runs
+    done = subprocess.run([sys.executable, "-c", "from mechrecall_cli.app import main; main()", "graft", str(mixed), "--steps", "many"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--steps" in lines[0], done.stderr

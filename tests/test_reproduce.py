@@ -16,99 +16,128 @@ from mechrecall.errors import RunDirError
 from mechrecall.reproduce import LEDGER, ReproduceConfig, export_report, reproduce
 from mechrecall_cli.app import app
 
-# the tiny preset shrunk to seconds: a micro model (1 layer, 2 heads) on 16 people
-MICRO = [
-    "people=16", "name=micro", "steps=30", "bio_steps=15", "qa_steps=15", "batch_size=16", "checkpoint_every=10",
-    "individuals=2", "graft_steps=3", "control_seeds=2", "heads_curve=[50,100]", "attention_people=4", "patch_pairs=2",
-]
-STEPS_PER_RUN = ("train", "trace", "shared", "graft", "ablate", "heads", "attention", "patch")
+import torch
+
+STEPS_PER_RUN = ("train", "shared", "graft", "ablate", "heads", "attention", "patch")
 SECTIONS = (
-    "The strategy gap", "Shared parameters", "Grafting", "Shared ablation against random", "Head concentration",
-    "Head ablation curves", "Attention patterns", "Activation patching",
+    "The strategy gap", "Shared parameters", "Grafting", "Shared ablation against random", "Attention heads",
+    "Attention patterns", "Activation patching",
 )
+VERDICTS = ("agrees", "does not agree", "not measurable", "no claim")
 
 
-def micro(seeds: int = 1, *extra: str) -> ReproduceConfig:
-    return ReproduceConfig(preset="tiny", seeds=seeds, overrides=parse_overrides([*MICRO, *extra]))
+def micro(seeds: tuple[int, ...] = (0,), *extra: str) -> ReproduceConfig:
+    """The micro preset: every step of the study (base included) in about a minute."""
+    return ReproduceConfig(preset="micro", seeds=seeds, overrides=parse_overrides(list(extra)))
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("study") / "tiny"
-    outcomes = reproduce(out, micro(seeds=2), device="cpu", progress=False)
-    expected = [f"s{s}/world" for s in range(2)] + [f"s{s}/{g}/{n}" for s in range(2) for g in ("mixed", "two-stage") for n in STEPS_PER_RUN]
+    out = tmp_path_factory.mktemp("study") / "micro"
+    outcomes = reproduce(out, micro((0, 1)), device="cpu", progress=False)
+    expected = ["base/world", "base/train"] + [f"s{s}/world" for s in range(2)]
+    expected += [f"s{s}/{g}/{n}" for s in range(2) for g in ("mixed", "two-stage") for n in STEPS_PER_RUN]
     assert sorted(o.id for o in outcomes) == sorted(expected + ["report"])
     assert all(o.status == "ran" for o in outcomes)
     return out
 
 
 def _copy(study: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "tiny"
+    copy = tmp_path / "micro"
     shutil.copytree(study, copy)
     return copy
 
 
-def test_report_has_a_section_per_finding_with_seed_spread(study: Path) -> None:
+def test_report_states_what_reproduces_with_every_row_beside_its_control(study: Path) -> None:
     markdown = (study / "report.md").read_text()
+    assert "## What these runs reproduce" in markdown
+    summary = markdown.split("## What these runs reproduce")[1].split("## ")[0]
+    assert summary.count("- **") >= 5 and all(line.split("**")[1] in VERDICTS for line in summary.splitlines() if line.startswith("- **"))
     for title in SECTIONS:
         assert f"## {title}" in markdown
     assert "mixed seeds 0, 1; two-stage seeds 0, 1" in markdown
+    assert "θ_pre: a base pre-trained here (bio recipe" in markdown
     gap = markdown.split("## The strategy gap")[1].split("##")[0]
+    header = next(line for line in gap.splitlines() if line.startswith("| measure"))
+    assert [c.strip() for c in header.strip("|").split("|")] == ["measure", "study", "mixed", "mixed control", "two-stage", "two-stage control", "verdict"]
     ood = next(line for line in gap.splitlines() if line.startswith("| QA-OOD accuracy"))
-    assert ood.count(" ± ") == 2  # mean ± spread for both strategies
     cells = [c.strip() for c in ood.strip("|").split("|")]
-    assert cells[-1] in ("yes", "no", "tie")
-    # the mean is the mean of the two seeds' metrics
+    assert any(cells[-1].startswith(v) for v in VERDICTS)
+    # the mean is the mean of the two seeds' metrics; the control is the chance level
     values = [json.loads((study / f"s{s}" / "mixed" / "metrics.json").read_text())["qa_ood"]["accuracy"] for s in range(2)]
     assert cells[2].startswith(f"{100 * sum(values) / 2:.1f} ± ")
+    chance = [json.loads((study / f"s{s}" / "mixed" / "manifest.json").read_text())["training"]["chance"]["qa_ood"] for s in range(2)]
+    assert cells[3].startswith(f"{100 * sum(chance) / 2:.1f} ± ")
     page = (study / "report.html").read_text()
     assert page.count("<table>") == len(SECTIONS)
     assert "src=\"http" not in page and "src='http" not in page  # self-contained: plotly.js inline
     assert page.count("Plotly.newPlot") >= 10
     manifest = json.loads((study / "manifest.json").read_text())
-    assert manifest["kind"] == "study" and manifest["config"]["reproduce"]["seeds"] == 2
-    assert manifest["config"]["study"]["analysis"]["heads_curve"] == [50, 100]
+    assert manifest["kind"] == "study" and manifest["config"]["reproduce"]["seeds"] == [0, 1]
+    assert manifest["config"]["study"]["analysis"]["heads_curve"] == [50.0, 100.0]
     assert "torch" in manifest["versions"]
+
+
+def test_every_run_fine_tunes_the_one_pre_trained_base(study: Path) -> None:
+    from mechrecall.runs import open_run
+
+    base = open_run(study / "base")
+    assert base.world().config.population == "b" and base.train_config.strategy == "bio"
+    base_people = set(base.world().dataset["people"]["full_name"])
+    tuned = base.directory.load_tensors("model.safetensors")
+    for seed in (0, 1):
+        for strategy in ("mixed", "two-stage"):
+            run = open_run(study / f"s{seed}" / strategy)
+            assert run.world().config.population == "a"
+            assert not base_people & set(run.world().dataset["people"]["full_name"])  # no person of the studied world
+            theta_pre = run.directory.load_tensors("base.safetensors")
+            assert all(torch.equal(theta_pre[n], tuned[n]) for n in tuned)  # θ_pre is the base's weights
+            assert "trace_training.safetensors" in run.directory.manifest["files"]  # the study's trace, during training
 
 
 def test_second_run_is_a_noop(study: Path, tmp_path: Path) -> None:
     copy = _copy(study, tmp_path)
-    outcomes = reproduce(copy, micro(seeds=2), device="cpu", progress=False)
+    outcomes = reproduce(copy, micro((0, 1)), device="cpu", progress=False)
     assert {o.status for o in outcomes} == {"cached"}
 
 
 def test_changed_option_reruns_only_what_depends_on_it(study: Path, tmp_path: Path) -> None:
     copy = _copy(study, tmp_path)
-    outcomes = reproduce(copy, micro(2, "patch_pairs=3"), device="cpu", progress=False)
+    outcomes = reproduce(copy, micro((0, 1), "patch_pairs=3"), device="cpu", progress=False)
     assert sorted(o.id for o in outcomes if o.status == "ran") == sorted(
         [f"s{s}/{g}/patch" for s in range(2) for g in ("mixed", "two-stage")] + ["report"]
     )
-    # the graft feeds the ablations and the head rankings, not the trace, attention or patching
-    outcomes = reproduce(copy, micro(2, "patch_pairs=3", "graft_steps=4"), device="cpu", progress=False)
-    ran = {o.id.split("/")[-1] for o in outcomes if o.status == "ran"}
-    assert ran == {"graft", "ablate", "heads", "report"}
+    # the graft feeds the head rankings (through its mask's hash), not the shared set, the ablation,
+    # attention or patching
+    masks = {p: (copy / p / "graft.safetensors").read_bytes() for p in ("s0/mixed", "s0/two-stage", "s1/mixed", "s1/two-stage")}
+    outcomes = reproduce(copy, micro((0, 1), "patch_pairs=3", "graft_steps=4"), device="cpu", progress=False)
+    ran = {o.id for o in outcomes if o.status == "ran"}
+    for path, before in masks.items():
+        assert f"{path}/graft" in ran
+        assert (f"{path}/heads" in ran) == ((copy / path / "graft.safetensors").read_bytes() != before)
+    assert {i.split("/")[-1] for i in ran} <= {"graft", "heads", "report"}
 
 
 def test_interrupted_study_resumes(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     copy = _copy(study, tmp_path)
-    # a training setting changed, so every run trains again; grafting fails midway
-    import mechrecall.grafting
+    # a training setting changed, so every run trains again (not the base); grafting fails midway
+    import mechrecall.findings.graft
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mechrecall.grafting, "graft_run", interrupted)
+    monkeypatch.setattr(mechrecall.findings.graft, "learn_graft", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        reproduce(copy, micro(2, "steps=32"), device="cpu", progress=False)
+        reproduce(copy, micro((0, 1), "steps=64"), device="cpu", progress=False)
     ledger = json.loads((copy / LEDGER).read_text())
     monkeypatch.undo()
-    outcomes = {o.id: o.status for o in reproduce(copy, micro(2, "steps=32"), device="cpu", progress=False)}
-    # mixed training, trace and shared set finished before the interruption and are not redone
-    for name in ("train", "trace", "shared"):
+    outcomes = {o.id: o.status for o in reproduce(copy, micro((0, 1), "steps=64"), device="cpu", progress=False)}
+    # mixed training and its shared set finished before the interruption and are not redone
+    for name in ("train", "shared"):
         assert outcomes[f"s0/mixed/{name}"] == "cached"
         assert ledger[f"s0/mixed/{name}"]["key"] == json.loads((copy / LEDGER).read_text())[f"s0/mixed/{name}"]["key"]
     assert outcomes["s0/mixed/graft"] == "ran"
-    assert outcomes["s0/world"] == "cached"
+    assert outcomes["s0/world"] == outcomes["base/train"] == "cached"
 
 
 def test_export_copies_the_report_with_working_links(study: Path, tmp_path: Path) -> None:
@@ -132,13 +161,21 @@ def _one_line_error(result, fragment: str) -> None:
 
 def test_cli_says_when_nothing_is_left_to_do(study: Path, tmp_path: Path) -> None:
     copy = _copy(study, tmp_path)
-    args = ["reproduce", "--out", str(copy), "--seeds", "2", "--no-progress", "--device", "cpu", "--figures", str(tmp_path / "figs")]
-    for item in MICRO:
-        args += ["--set", item]
+    args = ["reproduce", "--preset", "micro", "--out", str(copy), "--seeds", "2", "--no-progress", "--device", "cpu", "--figures", str(tmp_path / "figs")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "nothing to do: all 35 steps are cached" in result.output
-    assert "The strategy gap" in result.output and (tmp_path / "figs" / "report.html").is_file()
+    assert "nothing to do: all 33 steps are cached" in result.output
+    assert "mixed training extracts facts of unseen people" in result.output and (tmp_path / "figs" / "report.html").is_file()
+
+
+def test_any_seed_on_demand(study: Path, tmp_path: Path) -> None:
+    """--seed S runs the given seeds instead of 0 … N−1; seeds already there come from the cache."""
+    copy = _copy(study, tmp_path)
+    outcomes = {o.id: o.status for o in reproduce(copy, micro((1, 7)), device="cpu", progress=False)}
+    assert outcomes["s1/mixed/train"] == "cached" and outcomes["base/train"] == "cached"
+    assert outcomes["s7/world"] == outcomes["s7/mixed/train"] == outcomes["s7/two-stage/patch"] == "ran"
+    assert "s0/world" not in outcomes
+    assert "mixed seeds 1, 7; two-stage seeds 1, 7" in (copy / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -146,6 +183,15 @@ def test_cli_says_when_nothing_is_left_to_do(study: Path, tmp_path: Path) -> Non
     [
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--seed", "1", "--seed", "1"], "--seed values must be distinct"),
+        (["--seed", "-3"], "--seed -3 must be an integer in [0, 2147483647]"),
+        (["--seed", "99999999999999999999"], "--seed 99999999999999999999 must be an integer"),
+        (["--seeds", "2", "--seed", "1"], "give --seeds N or --seed S"),
+        (["--set", "base=pretrained"], "unknown base recipe 'pretrained'"),
+        (["--set", "base_steps=abc"], "base_steps takes an integer"),
+        (["--set", "qa_lr=x"], "qa_lr takes a number or null"),
+        (["--set", "lr=NaN"], "lr must be a positive number"),
+        (["--set", "max_steps=[1]"], "max_steps takes an integer or null"),
         (["--set", "bogus=1"], "--set bogus: not a setting"),
         (["--set", "seed=1"], "seeds come from --seeds"),
         (["--set", "steps"], "is not key=value"),
@@ -174,7 +220,7 @@ def test_cli_refuses_files_where_folders_belong(tmp_path: Path) -> None:
 def test_cli_refuses_a_folder_that_is_not_a_study(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
-    _one_line_error(runner.invoke(app, ["reproduce", "--out", str(tmp_path / "notes"), *sum((["--set", m] for m in MICRO), [])]), "is not a study folder")
+    _one_line_error(runner.invoke(app, ["reproduce", "--preset", "micro", "--out", str(tmp_path / "notes")]), "is not a study folder")
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
 
 
@@ -198,7 +244,7 @@ def test_strategy_gap_table_reads_a_study_without_training(study: Path) -> None:
     assert sorted((row["seed"], row["strategy"]) for row in rows) == [(0, "mixed"), (0, "two-stage"), (1, "mixed"), (1, "two-stage")]
     for row in rows:
         metrics = open_run(study / f"s{row['seed']}" / row["strategy"]).metrics()
-        assert row["qa_ood"] == metrics["qa_ood"]["accuracy"] and row["trial"].startswith("tiny people=16")
+        assert row["qa_ood"] == metrics["qa_ood"]["accuracy"] and row["trial"] == "micro"
     (entry,) = summarize(rows)
     by = {(row["seed"], row["strategy"]): row["qa_ood"] for row in rows}
     gaps = [by[(seed, "mixed")] - by[(seed, "two-stage")] for seed in (0, 1)]

@@ -15,12 +15,26 @@ from mechrecall.data.tokenizer import build_world_tokenizer
 from mechrecall.encoding import collate, pad_id, per_example_loss
 from mechrecall.errors import ArtifactError, ConfigError
 from mechrecall.params import ParameterIndex
-from mechrecall.trace import (
-    TraceConfig, choose_individuals, log_grid, max_ranks, posthoc_influence, shared_counts, shared_curve, traced_examples,
+from mechrecall.analysis import execute
+from mechrecall.findings import shared as shared_analysis
+from mechrecall.findings import trace as trace_analysis
+from mechrecall.findings.shared import SharedConfig, shuffle_within_tensors
+from mechrecall.findings.trace import PosthocTraceConfig, read_trace
+from mechrecall.influence import (
+    InfluenceAccumulator, TraceConfig, choose_individuals, log_grid, max_ranks, posthoc_influence, shared_counts, shared_curve,
+    traced_examples,
 )
-from mechrecall.tracing import read_trace, shared_run, trace_run
+from mechrecall.training import ExampleStream, TrainingTracer, learning_rate, plan_phases, train
 
 from conftest import FAST_TRAIN
+
+
+def trace_run(path, config: PosthocTraceConfig) -> None:
+    execute(trace_analysis.ANALYSIS, path, config, device="cpu")
+
+
+def shared_run(path, **options):
+    return execute(shared_analysis.ANALYSIS, path, SharedConfig(**options), device="cpu")
 
 
 def reference_shared_sizes(bio: list[float], qa: list[float], ks: list[int]) -> list[int]:
@@ -61,9 +75,11 @@ def test_log_grid_spans_ten_to_n() -> None:
 
 
 @pytest.fixture(scope="module")
-def traced_run(mixed_run: mr.Run) -> mr.Run:
-    trace_run(mixed_run.path, TraceConfig(individuals=6, seed=1), device="cpu", progress=False)
-    return mixed_run
+def traced_run(mixed_run: mr.Run, tmp_path_factory: pytest.TempPathFactory) -> mr.Run:
+    path = tmp_path_factory.mktemp("traced") / "run"
+    shutil.copytree(mixed_run.path, path)
+    trace_run(path, PosthocTraceConfig(individuals=6, seed=1))
+    return mr.open_run(path)
 
 
 def test_posthoc_influence_is_the_sum_of_per_example_gradient_magnitudes(traced_run: mr.Run) -> None:
@@ -72,7 +88,7 @@ def test_posthoc_influence_is_the_sum_of_per_example_gradient_magnitudes(traced_
     people = choose_individuals(world, "qa_id", 6, 1)
     examples = traced_examples(world, model.tokenizer, people, "qa_id")
     assert len(examples["bio"]) == 6 and len(examples["qa"]) == 36
-    trace = read_trace(traced_run)
+    trace = read_trace(traced_run, "posthoc")
     assert trace.metadata["people"] == people and trace.metadata["examples"] == {"bio": 6, "qa": 36}
     # reference: plain backward per example, summing |grad| by hand
     expected = {task: {n: torch.zeros_like(p) for n, p in model.named_parameters()} for task in ("bio", "qa")}
@@ -103,7 +119,7 @@ def test_delta_and_theta_measures_weigh_the_gradient_magnitude(traced_run: mr.Ru
 
 
 def test_curve_on_a_real_trace_matches_the_reference(traced_run: mr.Run) -> None:
-    trace = read_trace(traced_run)
+    trace = read_trace(traced_run, "posthoc")
     ks = [10, 100, 1000, 5000, 20000, trace.bio.numel()]
     curve, _ = shared_curve(trace.bio, trace.qa, ks)
     assert curve.shared == reference_shared_sizes(trace.bio.tolist(), trace.qa.tolist(), ks)
@@ -111,22 +127,41 @@ def test_curve_on_a_real_trace_matches_the_reference(traced_run: mr.Run) -> None
 
 
 def test_shared_mask_and_counts_per_head(traced_run: mr.Run) -> None:
-    result = shared_run(traced_run.path, k=2000)
+    result = shared_run(traced_run.path, trace="posthoc", fraction=0.005)
     mask_file = traced_run.directory.load_tensors("shared_mask.safetensors")
-    trace = read_trace(traced_run)
+    trace = read_trace(traced_run, "posthoc")
     index = trace.index
     mask = index.flatten({n: t.bool() for n, t in mask_file.items()})
-    assert int(mask.sum()) == result["mask"]["size"] == reference_shared_sizes(trace.bio.tolist(), trace.qa.tolist(), [2000])[0]
+    assert result.k == round(0.005 * index.numel)
+    assert int(mask.sum()) == result.size == reference_shared_sizes(trace.bio.tolist(), trace.qa.tolist(), [result.k])[0]
     # brute force: address every selected element one by one
     counts: dict[tuple[int, int, str], int] = {}
     for flat in torch.nonzero(mask).flatten().tolist():
         unit = index.unit_of(flat)
         if unit is not None and unit[2] != "mlp":
             counts[unit] = counts.get(unit, 0) + 1
-    for component, table in result["mask"]["by_head"].items():
+    for component, table in result.by_head.items():
         for layer, row in enumerate(table):
             for head, value in enumerate(row):
                 assert value == counts.get((layer, head, component), 0)
+
+
+def test_shuffled_null_keeps_each_tensor_and_its_curve_is_the_reference(traced_run: mr.Run) -> None:
+    trace = read_trace(traced_run, "posthoc")
+    index = trace.index
+    shuffled = shuffle_within_tensors(trace.qa, index, seed=4)
+    for slot in index.slots:  # the same values within every tensor, in another order
+        a, b = trace.qa[slot.offset : slot.offset + slot.numel], shuffled[slot.offset : slot.offset + slot.numel]
+        assert torch.equal(torch.sort(a).values, torch.sort(b).values)
+    assert not torch.equal(shuffled, trace.qa)
+    result = shared_run(traced_run.path, trace="posthoc", fraction=0.01, null_draws=2, seed=3)
+    assert len(result.null_shared) == 2
+    for draw, counts in enumerate(result.null_shared):
+        null = shuffle_within_tensors(trace.qa, index, seed=3 * 1_000 + draw)
+        assert list(counts) == reference_shared_sizes(trace.bio.tolist(), null.tolist(), list(result.ks))
+    # the k/N baseline is not the null: a per-tensor shuffle keeps more overlap than independent random sets
+    k = result.ks[len(result.ks) // 2]
+    assert result.null_at(k) >= k / result.n
 
 
 def test_parameter_addressing_with_grouped_query_attention(tmp_path: Path) -> None:
@@ -158,6 +193,66 @@ def test_parameter_addressing_with_grouped_query_attention(tmp_path: Path) -> No
     assert ParameterIndex.from_spec(models.model_spec(model, "checkpoint", "x")) == index
 
 
+def reference_training_trace(model, examples, config: mr.TrainConfig, pad: int, traced: dict[str, set[int]] | None, weights: list[dict]) -> dict:
+    """The study's trace by hand: for every step, the traced examples of its batch (re-drawn from the
+    same seeded streams), each one's own backward pass at that step's weights, times that step's
+    learning rate, summed per task with its sign."""
+    phases = plan_phases(config)
+    streams = {pool: ExampleStream(len(examples[pool]), config.seed, pool) for pool in ("bio", "qa")}
+    consumed = {"bio": 0, "qa": 0}
+    totals = {task: {n: torch.zeros_like(p) for n, p in model.named_parameters()} for task in ("bio", "qa")}
+    step, phase_start = 0, 0
+    for phase in phases:
+        for step_in_phase in range(phase.steps):
+            lr = learning_rate(config, step_in_phase, phase.steps, phase.lr)
+            with torch.no_grad():
+                for name, parameter in model.named_parameters():
+                    parameter.copy_(weights[step][name])  # the weights this step's gradient was taken at
+            for pool, count in phase.per_batch.items():
+                if count == 0:
+                    continue
+                indices = streams[pool].take(consumed[pool], count)
+                consumed[pool] += count
+                for i in indices:
+                    if traced is not None and i not in traced[pool]:
+                        continue
+                    model.zero_grad()
+                    tokens, mask = collate(examples[pool].select([i]), pad)
+                    per_example_loss(model(tokens), tokens, mask).sum().backward()
+                    for name, parameter in model.named_parameters():
+                        totals[pool][name] += lr * parameter.grad
+            step += 1
+    return totals
+
+
+@pytest.mark.parametrize(("strategy", "every_example"), [("mixed", False), ("two-stage", False), ("mixed", True)])
+def test_training_trace_is_the_learning_rate_weighted_sum_of_per_example_gradients(strategy: str, every_example: bool, world_dir: Path) -> None:
+    world = mr.load_world(world_dir)
+    tokenizer = world.tokenizer
+    qa = world.dataset["qa_id"]
+    from mechrecall.encoding import encode_pairs, encode_texts
+
+    examples = {  # as training encodes them
+        "bio": encode_texts(tokenizer, list(world.dataset["bio"]["text"])), "qa": encode_pairs(tokenizer, list(qa["prompt"]), list(qa["answer"]))}
+    config = mr.TrainConfig(strategy=strategy, steps=12, bio_steps=6, qa_steps=6, batch_size=8, warmup_steps=3, lr=3e-3, weight_decay=0.0)
+    people = set(choose_individuals(world, "qa_id", 5, 0))
+    traced = None if every_example else {
+        "bio": {i for i, p in enumerate(world.dataset["bio"]["person_id"]) if p in people},
+        "qa": {i for i, p in enumerate(qa["person_id"]) if p in people},
+    }
+    model = models.build_model("micro", tokenizer, seed=2)
+    weights = [{n: p.detach().clone() for n, p in model.named_parameters()}]
+    tracer = TrainingTracer(InfluenceAccumulator(model, "lr-grad"), traced)
+    train(model, examples, config, pad_id(tokenizer), progress=False, tracer=tracer,
+          on_step=lambda state: weights.append({n: p.detach().clone() for n, p in model.named_parameters()}))
+    expected = reference_training_trace(model, examples, config, pad_id(tokenizer), traced, weights)
+    assert tracer.accumulator.examples["bio"] > 0 and tracer.accumulator.examples["qa"] > 0
+    for task in ("bio", "qa"):
+        for name, total in tracer.accumulator.totals[task].items():
+            assert torch.allclose(total, expected[task][name], rtol=1e-3, atol=1e-6), (task, name)
+    assert any((t < 0).any() for t in tracer.accumulator.totals["qa"].values())  # signed, not magnitudes
+
+
 def test_training_trace_leaves_the_trajectory_and_resumes_exactly(world_dir: Path, tmp_path: Path) -> None:
     config = mr.TrainConfig(strategy="mixed", steps=30, **{**FAST_TRAIN, "checkpoint_every": 8})
     plain = mr.train_run(world_dir, tmp_path / "plain", mr.ModelConfig("micro"), config, device="cpu", progress=False)
@@ -179,25 +274,44 @@ def test_training_trace_leaves_the_trajectory_and_resumes_exactly(world_dir: Pat
     whole, again = read_trace(traced, "training"), read_trace(resumed, "training")
     assert torch.equal(whole.bio, again.bio) and torch.equal(whole.qa, again.qa)
     assert whole.metadata["examples"]["bio"] > 0 and whole.metadata["examples"]["qa"] > 0
+    assert whole.metadata["measure"] == "lr-grad" and (whole.bio >= 0).all()  # ranked by magnitude
     assert whole.bio.sum() > 0 and whole.qa.sum() > 0
+
+
+def test_a_stale_shared_set_is_refused_with_the_command_to_rerun(traced_run: mr.Run, tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    shutil.copytree(traced_run.path, path)
+    shared_run(path, trace="posthoc", fraction=0.01)
+    trace_run(path, PosthocTraceConfig(individuals=4, seed=7))  # other people: S is now stale
+    run = mr.open_run(path)
+    with pytest.raises(ArtifactError, match=f"stale: trace.safetensors changed.*mechrecall shared {path}"):
+        run.directory.read_json("shared.json")
+    with pytest.raises(ArtifactError, match="stale"):
+        run.directory.load_tensors("shared_mask.safetensors")
+    shared_run(path, trace="posthoc", fraction=0.01)  # rerun as told: readable again
+    run.directory.read_json("shared.json")
 
 
 def test_bad_trace_requests(traced_run: mr.Run, world_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="larger than the 12 people"):
-        trace_run(traced_run.path, TraceConfig(individuals=13), device="cpu", progress=False)
-    with pytest.raises(ConfigError, match="k must lie in"):
-        shared_run(traced_run.path, k=0)
-    with pytest.raises(ConfigError, match="k must lie in"):
-        shared_run(traced_run.path, k=10**9)
+        trace_run(traced_run.path, PosthocTraceConfig(individuals=13))
+    with pytest.raises(ConfigError, match="--fraction must lie in"):
+        shared_run(traced_run.path, trace="posthoc", fraction=0.0)
+    with pytest.raises(ConfigError, match="choose one of training, posthoc"):
+        shared_run(traced_run.path, trace="later")
     with pytest.raises(ConfigError, match="use the qa_id split"):
         mr.train_run(world_dir, tmp_path / "x", mr.ModelConfig("micro"), mr.TrainConfig(), trace=TraceConfig(split="qa_ood"))
-    # a run without a fine-tuned model, and a trace made for other weights
+    with pytest.raises(ConfigError, match="training influence measure 'grad'"):
+        mr.train_run(world_dir, tmp_path / "x", mr.ModelConfig("micro"), mr.TrainConfig(), trace=TraceConfig(measure="grad"))
+    # a run without a trace, and a trace made for other weights
     other = mr.train_run(
         world_dir, tmp_path / "other", mr.ModelConfig("micro", seed=9), mr.TrainConfig(steps=3, batch_size=4), device="cpu", progress=False
     )
-    with pytest.raises(ArtifactError, match="no trace.safetensors"):
-        shared_run(other.path, k=10)
+    with pytest.raises(ArtifactError, match=f"no trace.safetensors: run `mechrecall trace {other.path}` first"):
+        shared_run(other.path, trace="posthoc")
+    with pytest.raises(ArtifactError, match="no trace_training.safetensors: train the run with the study's trace"):
+        shared_run(other.path)
     shutil.copy(traced_run.path / "trace.safetensors", other.path / "trace.safetensors")
     other.directory.record("trace.safetensors")
     with pytest.raises(ArtifactError, match="made for other weights"):
-        shared_run(other.path, k=10)
+        shared_run(other.path, trace="posthoc")

@@ -134,8 +134,11 @@ def test_training_memorizes_and_records_its_run(mixed_run: mr.Run) -> None:
 
 def test_finished_run_with_the_same_config_is_not_trained_again(mixed_run: mr.Run, world_dir: Path) -> None:
     before = mixed_run.directory.manifest["files"]["model.safetensors"]
+    from mechrecall.influence import TraceConfig
+
     config = mr.TrainConfig(**mixed_run.directory.config["train"])
-    again = mr.train_run(world_dir, mixed_run.path, mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    trace = TraceConfig(**mixed_run.directory.config["trace_during_training"])
+    again = mr.train_run(world_dir, mixed_run.path, mr.ModelConfig("micro"), config, device="cpu", progress=False, trace=trace)
     assert again.directory.manifest["files"]["model.safetensors"] == before
 
 

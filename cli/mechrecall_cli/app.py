@@ -93,7 +93,7 @@ def data(
 def train(
     world: Path = typer.Argument(..., help="world directory (from `mechrecall data`)"),
     out: Path = typer.Option(..., "--out", help="run directory to write (an unfinished run of the same config resumes)"),
-    strategy: str = typer.Option("mixed", help="mixed | two-stage"),
+    strategy: str = typer.Option("mixed", help="mixed | two-stage | bio (BIO alone: a recipe for a base)"),
     preset: str = typer.Option("tiny", help="tiny | small | paper: model and training defaults"),
     model: str | None = typer.Option(None, help="a size built here (micro, tiny, small), a run directory (its tuned weights as θ_pre), or a checkpoint dir / cached hub id"),
     model_seed: int | None = typer.Option(None, "--model-seed", help="initialisation seed of a model built here"),
@@ -111,8 +111,11 @@ def train(
     max_steps: int | None = typer.Option(None, "--max-steps", help="cap the total steps (smoke runs)"),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
-    trace_individuals: int | None = typer.Option(None, "--trace-individuals", help="accumulate the gradient trace of N QA-ID people at every step"),
-    trace_measure: str = typer.Option("grad", "--trace-measure", help="grad | grad-delta | grad-theta"),
+    qa_lr: float | None = typer.Option(None, "--qa-lr", help="two-stage: the QA stage's learning rate (default: --lr)"),
+    qa_weight_decay: float | None = typer.Option(None, "--qa-weight-decay", help="two-stage: the QA stage's weight decay"),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="measure exact match every N steps (always at each stage's end)"),
+    trace_individuals: int | None = typer.Option(None, "--trace-individuals", help="accumulate the study's gradient trace (Σ lr·g per task, signed) of N QA-ID people at every step"),
+    trace_all: bool = typer.Option(False, "--trace-all", help="accumulate the trace over every training example instead"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -131,7 +134,7 @@ def train(
     train_config.validate()
     trace = None
     if trace_individuals is not None:
-        from mechrecall.trace import TraceConfig
+        from mechrecall.influence import TraceConfig
 
         trace = TraceConfig(individuals=trace_individuals, split="qa_id", measure=trace_measure)
         trace.validate()
@@ -165,166 +168,6 @@ def evaluate(
 
 @app.command()
 @reports_errors
-def trace(
-    run: Path = typer.Argument(..., help="a trained run directory"),
-    individuals: int = typer.Option(20, help="how many people to trace (a seeded choice)"),
-    split: str = typer.Option("qa_id", help="whose people: qa_id (QA trained on) or qa_ood"),
-    measure: str = typer.Option("grad", help="grad: |g| | grad-delta: |g ⊙ (θ_task − θ_pre)| | grad-theta: |g ⊙ θ|"),
-    seed: int = typer.Option(0, help="seed of the choice of people"),
-    device: str | None = typer.Option(None),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Post-hoc cross-task gradient trace: BIO and QA influence of every parameter element."""
-    from mechrecall.trace import TraceConfig
-    from mechrecall.tracing import trace_run
-
-    _quiet_libraries()
-    path = trace_run(run, TraceConfig(individuals=individuals, split=split, measure=measure, seed=seed), device=device, progress=progress)
-    console.print(f"trace written to {path}")
-
-
-@app.command()
-@reports_errors
-def shared(
-    runs: list[Path] = typer.Argument(..., help="one or more traced runs (e.g. mixed and two-stage)"),
-    source: str = typer.Option("posthoc", "--trace", help="posthoc (trace.safetensors) | training (trace_training.safetensors)"),
-    k: int | None = typer.Option(None, "--k", help="export the shared mask S_k of this size"),
-    fraction: float | None = typer.Option(None, "--fraction", help="export S_k with k = this fraction of all elements"),
-    by: str | None = typer.Option(None, "--by", help="head: shared counts per (layer, head, component) of S_k (default k: 1%)"),
-    figure: Path | None = typer.Option(None, "--figure", help="where to write the curve figure (default: first run's figures/)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
-) -> None:
-    """Shared parameters: |S_k| and |S_k|/k over a log grid of k, against the random overlap k/N."""
-    from mechrecall.errors import ConfigError
-    from mechrecall.figures import head_heatmaps, shared_curve_figure, write_figure
-    from mechrecall.tracing import curve_of, shared_run
-
-    if by not in (None, "head"):
-        raise ConfigError(f"unknown --by {by!r}: the only grouping is head")
-    if by == "head" and k is None and fraction is None:
-        fraction = 0.01
-    results = {str(run): shared_run(run, mode=source, k=k, fraction=fraction) for run in runs}
-    curves = {label: curve_of(result) for label, result in results.items()}
-    figure_path = write_figure(shared_curve_figure(curves), figure or Path(runs[0]) / "figures" / "shared_curve.html")
-    if by == "head":
-        for label, result in results.items():
-            write_figure(
-                head_heatmaps(result["mask"]["by_head"], result["mask"]["head_total"], f"{label}: shared elements of S_k, k={result['mask']['k']:,}"),
-                Path(label) / "figures" / "shared_heads.html",
-            )
-    if as_json:
-        sys.stdout.write(json.dumps(results, indent=2) + "\n")
-        return
-    print_shared(results, by_head=by == "head")
-    console.print(f"figure: {figure_path}")
-
-
-def print_shared(results: dict[str, dict[str, Any]], by_head: bool) -> None:
-    from mechrecall.trace import report_ks
-
-    table = Table(title="|S_k| / k  (random overlap k/N in brackets)")
-    table.add_column("k", justify="right")
-    for label in results:
-        table.add_column(label, justify="right")
-    curves = {label: result["curve"] for label, result in results.items()}
-    sizes = [dict(zip(curve["k"], curve["shared"])) for curve in curves.values()]
-    if len(curves) == 2:
-        table.add_column("|S_k| ratio (first / second)", justify="right")
-    first = next(iter(curves.values()))
-    for k in report_ks(first["n"]):
-        cells = [
-            f"{size[k] / k:.4f} ({k / curve['n']:.4f})" if k in size else "·" for size, curve in zip(sizes, curves.values())
-        ]
-        if len(curves) == 2:
-            a, b = sizes[0].get(k), sizes[1].get(k)
-            cells.append(f"{a / b:.2f}" if a is not None and b else "·")
-        table.add_row(f"{k:,}", *cells)
-    console.print(table)
-    if by_head:
-        for label, result in results.items():
-            mask = result["mask"]
-            heads = Table(title=f"{label}: shared elements per head, k={mask['k']:,} (|S_k| = {mask['size']:,})")
-            for column in ("layer", "head", "q", "k", "v", "o", "total"):
-                heads.add_column(column, justify="right")
-            group = len(mask["by_head"]["q"][0]) // mask["kv_heads"]
-            for layer, row in enumerate(mask["head_total"]):
-                for head, total in enumerate(row):
-                    kv = head // group
-                    heads.add_row(
-                        str(layer), str(head), str(mask["by_head"]["q"][layer][head]), str(mask["by_head"]["k"][layer][kv]),
-                        str(mask["by_head"]["v"][layer][kv]), str(mask["by_head"]["o"][layer][head]), f"{total:g}",
-                    )
-            console.print(heads)
-
-
-@app.command()
-@reports_errors
-def graft(
-    run: Path = typer.Argument(..., help="a trained run directory"),
-    sparsity: float = typer.Option(1e-3, help="α: the base mask's share of all parameters, in (0, 1)"),
-    target: float | None = typer.Option(None, help="find the smallest α (1e-4 … 0.5) recovering this share of θ_task's QA-ID accuracy"),
-    steps: int = typer.Option(60, help="mask updates"),
-    lr: float = typer.Option(10.0, help="largest logit move per update"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    seed: int = typer.Option(0),
-    device: str | None = typer.Option(None),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Grafting: a sparse mask γ with θ_pre + γ ⊙ (θ_task − θ_pre) recovering θ_task's QA accuracy."""
-    from mechrecall.grafting import GraftConfig, graft_run
-
-    _quiet_libraries()
-    config = GraftConfig(sparsity=sparsity, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
-    summary = graft_run(run, config, target=target, device=device, progress=progress)
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        return
-    table = Table(title=f"graft of {run}: α={summary['sparsity']:g}, |γ|₀={summary['size']:,} ({100 * summary['fraction']:.3f}% of parameters)")
-    for column in ("model", "BIO", "QA-ID", "QA-OOD"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, values in summary["accuracy"].items():
-        table.add_row(name, *(f"{100 * values[m]:.1f}" for m in ("bio", "qa_id", "qa_ood")))
-    console.print(table)
-    if summary["target_met"] is False:
-        console.print(f"no α up to {summary['sparsity']:g} recovered {100 * target:.0f}% of θ_task's QA-ID accuracy; the largest was kept")
-    if "shared_overlap" in summary:
-        overlap = summary["shared_overlap"]
-        console.print(f"|S ∩ γ|₀ / |γ|₀ = {overlap['intersection']:,} / {summary['size']:,} = {100 * overlap['share_of_graft']:.1f}% (|S| = {overlap['shared_size']:,})")
-
-
-@app.command()
-@reports_errors
-def ablate(
-    run: Path = typer.Argument(..., help="a trained, traced run directory"),
-    what: str = typer.Option(..., help="shared | random | graft-minus-shared"),
-    k: int | None = typer.Option(None, "--k", help="the shared set S_k's size"),
-    fraction: float | None = typer.Option(None, help="S_k with k = this fraction of all elements"),
-    like: str = typer.Option("shared", help="random control: shared (same count per tensor) | global"),
-    seeds: int = typer.Option(3, help="random controls to average"),
-    device: str | None = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Reset a set of parameter elements to θ_pre and evaluate the drop in BIO, QA-ID, QA-OOD."""
-    from mechrecall.ablation import ablate_run
-
-    _quiet_libraries()
-    result = ablate_run(run, what, k=k, fraction=fraction, like=like, seeds=seeds, device=device)
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        return
-    table = Table(title=f"ablation of {what} in {run}")
-    for column in ("metric", "before", "after", "drop", "relative drop"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    reference = result.get("graft", result["tuned"])
-    for metric, values in result["ablated"].items():
-        spread = f" ± {100 * result['spread'][metric]:.1f}" if "spread" in result else ""
-        table.add_row(metric, f"{100 * reference[metric]:.1f}", f"{100 * values['accuracy']:.1f}{spread}", f"{100 * values['drop']:.1f}", f"{100 * values['relative_drop']:.1f}%")
-    console.print(table)
-
-
-@app.command()
-@reports_errors
 def report(
     runs: list[Path] = typer.Argument(..., help="runs to compare (e.g. mixed and two-stage)"),
     out: Path = typer.Option(Path("figures"), "--out", help="folder for report.md and report.html"),
@@ -342,111 +185,23 @@ def report(
 
 
 def print_findings(groups: dict[str, Any]) -> None:
-    from mechrecall.report import findings_table
+    """The study's findings and their verdicts (each row, its control and its reason are in the report)."""
+    from mechrecall.report import sections, summary
 
-    table = Table(title="findings beside the study (mean ± spread over seeds)")
-    for column in ("finding", "measure", "study", *groups, "agrees"):
+    table = Table(title="what these runs reproduce (every row, its control and the reason: report.md)")
+    for column in ("finding", "verdict", "why"):
         table.add_column(column)
-    for title, row in findings_table(groups):
-        table.add_row(title, row.measure, row.study, *(row.ours.get(s, "·") for s in groups), row.agrees)
+    for finding, verdict in summary(sections(groups)):
+        table.add_row(finding, verdict.kind, verdict.reason)
     console.print(table)
-
-
-@app.command("ablate-heads")
-@reports_errors
-def ablate_heads(
-    run: Path = typer.Argument(..., help="a trained run (with a shared mask and/or a graft for those rankings)"),
-    top: str = typer.Option("10%", help="a percentage of all heads (10%) or a count (12)"),
-    rank_by: str = typer.Option("shared", "--rank-by", help="shared | grafted | random"),
-    method: str = typer.Option("reset", help="reset (weights back to θ_pre) | zero | mean (of hook_z over a reference batch)"),
-    curve: str | None = typer.Option(None, help="percentages of heads, e.g. 1,2,5,10,20: accuracy for each ranking"),
-    seed: int = typer.Option(0, help="seed of the random ranking"),
-    device: str | None = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Ablate the top heads of a ranking; with --curve, accuracy against the share of heads ablated."""
-    from mechrecall.errors import ConfigError
-    from mechrecall.figures import write_figure
-    from mechrecall.heads import ablate_heads_run, concentration_figure, curve_figure
-
-    _quiet_libraries()
-    shares = None
-    if curve is not None:
-        try:
-            shares = [float(x) for x in curve.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--curve {curve!r} is not a list of percentages like 1,2,5,10,20") from None
-    result = ablate_heads_run(run, top=top, rank_by=rank_by, method=method, curve=shares, seed=seed, device=device)
-    write_figure(concentration_figure(result["rankings"], f"{run}: concentration over heads"), Path(run) / "figures" / "head_concentration.html")
-    if "curve" in result:
-        write_figure(curve_figure(result["curve"], result["before"], f"{run}: ablating top heads ({method})"), Path(run) / "figures" / "ablate_heads_curve.html")
-    if as_json:
-        sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "rankings"}, indent=2) + "\n")
-        return
-    table = Table(title=f"{run}: ablating the top {result['count']} heads by {rank_by} ({method})")
-    for column in ("metric", "before", "after", "drop"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for metric in ("bio", "qa_id", "qa_ood"):
-        table.add_row(metric, f"{100 * result['before'][metric]:.1f}", f"{100 * result['after'][metric]:.1f}", f"{100 * result['drop'][metric]:.1f}")
-    console.print(table)
-    console.print("heads: " + ", ".join(f"{l}.{h}" for l, h in result["heads"]))
-    for ranking, info in result["rankings"].items():
-        if info["concentration"]:
-            c = info["concentration"]
-            console.print(f"{ranking}: the top {c['top_heads']} heads ({100 * c['top_share']:.0f}%) hold {100 * c['held_by_top']:.1f}% of the elements")
-
-
-@app.command()
-@reports_errors
-def attention(
-    run: Path = typer.Argument(..., help="a trained run"),
-    heads: str = typer.Option("top:5", help="top:N (by shared size), top:RANKING:N, or a list L.H,L.H"),
-    example: int = typer.Option(0, help="the person whose BIO and QA patterns are drawn"),
-    attribute: str = typer.Option("birth_city", help="the attribute asked"),
-    people: int = typer.Option(100, help="people averaged for the named-pattern scores"),
-    device: str | None = typer.Option(None),
-) -> None:
-    """Attention patterns of chosen heads on one person's BIO and QA, and named-pattern scores."""
-    from mechrecall.attention import attention_run
-
-    _quiet_libraries()
-    result = attention_run(run, heads, person=example, attribute=attribute, people=people, device=device)
-    table = Table(title="named patterns of the chosen heads (mean attention from the answer position)")
-    for column in ("head", "BIO subject", "QA subject", "BIO relation", "QA relation"):
-        table.add_column(column, justify="right")
-    for head, values in result["head_scores"].items():
-        table.add_row(head, *(f"{values[k]:.2f}" for k in ("bio_subject", "qa_subject", "bio_relation", "qa_relation")))
-    console.print(table)
-    for score, heads_list in result["shared_patterns"].items():
-        console.print(f"{score} pattern on both BIO and QA (≥ 0.3): " + (", ".join(f"{l}.{h}" for l, h in heads_list) or "none"))
-    console.print("figures: " + ", ".join(result["figures"]))
-
-
-@app.command()
-@reports_errors
-def patch(
-    run: Path = typer.Argument(..., help="a trained run"),
-    pairs: int = typer.Option(64, help="clean/corrupted prompt pairs per format"),
-    seed: int = typer.Option(0),
-    device: str | None = typer.Option(None),
-) -> None:
-    """Activation patching of head outputs (clean person into a corrupted name), BIO and QA."""
-    from mechrecall.patching import patching_run
-
-    _quiet_libraries()
-    result = patching_run(run, pairs=pairs, seed=seed, device=device)
-    for kind, values in result["restored"].items():
-        flat = [(v, l, h) for l, row in enumerate(values) for h, v in enumerate(row)]
-        best = sorted(flat, reverse=True)[:5]
-        console.print(f"{kind}: most restoring heads " + ", ".join(f"{l}.{h} ({v:.2f})" for v, l, h in best))
-    console.print(f"figure: {result['figure']}")
 
 
 @app.command()
 @reports_errors
 def reproduce(
     preset: str = typer.Option("tiny", help="tiny | small | paper (see `mechrecall presets`)"),
-    seeds: int = typer.Option(1, help="repeat the training-dependent steps over seeds 0 … N−1; the report gives mean ± spread"),
+    seeds: int | None = typer.Option(None, help="repeat the training-dependent steps over seeds 0 … N−1 (default 1); the report gives mean ± spread"),
+    seed: list[int] = typer.Option([], "--seed", help="run these seeds instead of 0 … N−1 (repeatable), e.g. a seed nobody tuned on"),
     out: Path | None = typer.Option(None, "--out", help="study folder (default: runs/<preset>); a second run reuses every cached step"),
     set_: list[str] = typer.Option([], "--set", help="change a setting of the preset: key=value (world, model, training or analysis field), repeatable"),
     figures: Path | None = typer.Option(None, "--figures", help="also copy report.md, report.html and the figures here (e.g. figures/)"),
@@ -463,8 +218,15 @@ def reproduce(
     from mechrecall.report import group_runs
     from mechrecall.reproduce import ReproduceConfig, check_destination, export_report, reproduce as run_study, run_path
 
+    from mechrecall.errors import ConfigError
+
     _quiet_libraries()
-    config = ReproduceConfig(preset=preset, seeds=seeds, overrides=parse_overrides(set_))
+    if seed and seeds is not None:
+        raise ConfigError("give --seeds N or --seed S (repeatable), not both")
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    chosen = tuple(seed) if seed else tuple(range(seeds or 1))
+    config = ReproduceConfig(preset=preset, seeds=chosen, overrides=parse_overrides(set_))
     config.validate()
     if figures is not None:
         check_destination(figures)
@@ -475,7 +237,7 @@ def reproduce(
         console.print(f"nothing to do: all {len(outcomes)} steps are cached in {folder}")
     else:
         console.print(f"{len(ran)} steps ran ({sum(o.seconds for o in ran):.0f} s), {len(outcomes) - len(ran)} were cached")
-    print_findings(group_runs([run_path(folder, s, strategy) for s in range(seeds) for strategy in config.strategies]))
+    print_findings(group_runs([run_path(folder, s, strategy) for s in config.seeds for strategy in config.strategies]))
     console.print(f"report: {folder / 'report.md'}, {folder / 'report.html'}")
     if figures is not None:
         written = export_report(folder, figures)
@@ -505,8 +267,138 @@ def print_metrics(results: dict[str, dict[str, Any]]) -> None:
     console.print(table)
 
 
+# ---- one command per analysis of the registry --------------------------------------------------
+
+
+def _parse_optional(kind: Any, text: str, flag: str) -> Any:
+    from mechrecall.errors import ConfigError
+
+    if text.strip().lower() in ("none", "null", ""):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not {'an integer' if kind is int else 'a number'} (or none)") from None
+
+
+def _parse_numbers(text: str, flag: str) -> tuple[float, ...]:
+    from mechrecall.errors import ConfigError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a comma-separated list of numbers like 5,10,20") from None
+
+
+def _analysis_command(analysis: Any) -> None:
+    """A command whose options are the analysis config's fields: ``mechrecall NAME RUN [--field …]``."""
+    import dataclasses
+    import enum
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(analysis.config)
+    parameters = [inspect.Parameter("run", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Path,
+                                    default=typer.Argument(..., help="a trained run directory"))]
+    converters: dict[str, Callable[[Any], Any]] = {}
+    for f in dataclasses.fields(analysis.config):
+        kind, flag, help_text = hints[f.name], "--" + f.name.replace("_", "-"), f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        if choices:
+            choice = enum.Enum(f"{analysis.name}_{f.name}", [(c, c) for c in choices], type=str)  # type: ignore[misc]
+            annotation, default = choice, typer.Option(choice(f.default), flag, help=help_text)
+            converters[f.name] = lambda value: value.value
+        elif kind is bool:
+            annotation, default = bool, typer.Option(f.default, f"{flag}/--no-{flag[2:]}", help=help_text)
+        elif kind in (int, float, str):
+            annotation, default = kind, typer.Option(f.default, flag, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            annotation, default = str, typer.Option(",".join(f"{x:g}" for x in f.default), flag, help=help_text + " (comma-separated)")
+            converters[f.name] = lambda value, flag=flag: _parse_numbers(value, flag)
+        else:  # an optional number
+            inner = next(a for a in typing.get_args(kind) if a is not type(None))
+            annotation, default = str, typer.Option("none" if f.default is None else f"{f.default:g}", flag, help=help_text if "none" in help_text else help_text + " (none: off)")
+            converters[f.name] = lambda value, inner=inner, flag=flag: _parse_optional(inner, value, flag)
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default))
+    parameters += [
+        inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=typer.Option(None, help="cpu | cuda (default: cuda when available)")),
+        inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(True, "--progress/--no-progress")),
+        inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(False, "--json", help="print the result as JSON")),
+    ]
+
+    def command(**options: Any) -> None:
+        from mechrecall.analysis import execute
+
+        _quiet_libraries()
+        run, device, progress, as_json = options.pop("run"), options.pop("device"), options.pop("progress"), options.pop("as_json")
+        values = {name: converters.get(name, lambda v: v)(value) for name, value in options.items()}
+        result = execute(analysis, run, analysis.config(**values), device=device, progress=progress)
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+            return
+        for line in analysis.describe(result) if analysis.describe else []:
+            console.print(line, highlight=False)
+        console.print(f"written: {Path(run) / analysis.result_file}", highlight=False)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__name__ = analysis.name.replace("-", "_")
+    command.__doc__ = f"{analysis.summary}\n\nExample: {analysis.example}"
+    wrapped = reports_errors(command)
+    app.command(analysis.name, help=command.__doc__)(wrapped)
+    if analysis.name == "heads":
+        app.command("ablate-heads", help=command.__doc__.replace("mechrecall heads", "mechrecall ablate-heads"))(wrapped)
+
+
+def _register_analyses() -> None:
+    from mechrecall.registry import ANALYSES
+
+    for analysis in ANALYSES:
+        _analysis_command(analysis)
+
+
+_register_analyses()
+
+
+@app.command()
+@reports_errors
+def pretrain(
+    out: Path = typer.Option(..., "--out", help="run directory for the base (an unfinished one of the same settings resumes)"),
+    preset: str = typer.Option("tiny", help="the preset whose base to pre-train (see `mechrecall presets`)"),
+    set_: list[str] = typer.Option([], "--set", help="change a setting: base=bio, base_steps=4000, name=tiny-h16, … (repeatable)"),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Pre-train θ_pre: a model of the preset's size on its own world of population b, which the
+    studied world (population a) never shares a person with.
+
+    Example: mechrecall pretrain --preset tiny --out runs/base"""
+    from mechrecall.base import pretrain as pretrain_base
+    from mechrecall.config import get_preset, override_study, parse_overrides
+    from mechrecall.errors import ConfigError
+
+    _quiet_libraries()
+    study = override_study(get_preset(preset), parse_overrides(set_))
+    if not study.base.pretrained:
+        raise ConfigError(f"the {preset} preset's base is a random initialisation: pass --set base=bio (or mixed) to pre-train one")
+    run = pretrain_base(study, out, device=device, progress=progress)
+    console.print(f"base {run.path}: {run.directory.manifest['training']['steps']} steps in {run.directory.manifest['training']['seconds']} s")
+    print_metrics({str(run.path): run.metrics()})
+
+
 def main() -> None:
-    app()
+    # typer vendors its own click: take its usage-error class from the one it exports
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        code = app(standalone_mode=False)
+    except usage_error as error:  # a bad option or argument: one line, exit code 2
+        error_console.print(f"[red]error:[/red] {error.format_message()} (see `{error.ctx.command_path if error.ctx else 'mechrecall'} --help`)",
+                            highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        error_console.print("interrupted", highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

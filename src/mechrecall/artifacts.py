@@ -5,6 +5,11 @@ A directory is a *world* (``mechrecall data``) or a *run* (``mechrecall train``)
 artifact. Every artifact is written to a temporary file and renamed into place, then recorded in
 the manifest (itself written atomically); every read checks the hash first, so a stale or corrupt
 artifact is an error naming the file, never a silent wrong answer.
+
+*Provenance*: an artifact derived from others records, under ``manifest["provenance"]``, the
+sha256 of each input it was made from and the command that makes it. Reading it checks those
+inputs against the manifest: when an input has changed since (``trace`` ran again, say), the read
+is an error that names the command to rerun, never a stale answer.
 """
 
 from __future__ import annotations
@@ -158,8 +163,30 @@ class ArtifactDir:
             self.manifest["files"][file.relative_to(self.path).as_posix()] = sha256_file(file)
         self.save_manifest()
 
+    def set_provenance(self, relative: str, inputs: dict[str, str], made_by: str) -> None:
+        """Record that ``relative`` was made from ``inputs`` (name → sha256) by ``made_by``."""
+        self.manifest.setdefault("provenance", {})[relative] = {"inputs": dict(inputs), "made_by": made_by}
+        self.save_manifest()
+
+    def input_hashes(self, names: tuple[str, ...] | list[str]) -> dict[str, str]:
+        """The recorded sha256 of each of ``names`` (an unrecorded one is an error naming it)."""
+        self.reload()
+        missing = [name for name in names if name not in self.manifest["files"]]
+        if missing:
+            raise ArtifactError(f"{self.path / missing[0]} is not recorded in {self.path / MANIFEST}: the step that makes it has not run")
+        return {name: self.manifest["files"][name] for name in names}
+
+    def stale_inputs(self, relative: str) -> list[str]:
+        """The inputs of ``relative`` that changed (or vanished) since it was made."""
+        record = self.manifest.get("provenance", {}).get(relative)
+        if not isinstance(record, dict):
+            return []
+        files = self.manifest["files"]
+        return [name for name, digest in record.get("inputs", {}).items() if files.get(name) != digest]
+
     def verify(self, relative: str) -> Path:
-        """Check a file (or every recorded file below a folder) against the manifest; return its path."""
+        """Check a file (or every recorded file below a folder) against the manifest and its inputs
+        against its provenance; return its path."""
         self.reload()  # the manifest on disk is the truth: another handle may have written since
         prefix = relative.rstrip("/") + "/"
         names = [n for n in self.manifest["files"] if n == relative or n.startswith(prefix)]
@@ -173,6 +200,13 @@ class ArtifactDir:
                 raise ArtifactError(
                     f"{file} does not match the sha256 in {self.path / MANIFEST}: it is corrupt or was changed "
                     "by hand; re-run the step that writes it (or the whole run with --overwrite)"
+                )
+        for name in names:
+            stale = self.stale_inputs(name)
+            if stale:
+                made_by = self.manifest["provenance"][name].get("made_by") or "the step that makes it"
+                raise ArtifactError(
+                    f"{self.path / name} is stale: {stale[0]} changed after it was made; run `{made_by}` again"
                 )
         return self.path / relative
 

@@ -211,28 +211,38 @@ class BaseConfig:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """The analyses ``mechrecall reproduce`` runs on every trained model, with their settings."""
+    """The settings ``mechrecall reproduce`` runs the analyses with (each analysis' own config
+    takes them in its ``from_study``)."""
 
-    individuals: int = 20  # people traced (post hoc) for the shared set
+    trace: str = "training"  # the study's trace (during fine-tuning) or "posthoc"
+    individuals: int | None = 20  # people traced (the study's 20); None: every training example
     shared_fraction: float = 0.01  # S_k with k = this share of all elements (ablation, heads, overlap)
-    graft_sparsity: float = 1e-3  # α of the graft's base mask
+    null_draws: int = 3  # per-tensor shuffles of the shared curve's null
+    graft_target: float = 0.9  # α is searched until the graft recovers this share of θ_task's QA-ID accuracy
     graft_steps: int = 60
-    control_seeds: int = 3  # random controls averaged in the shared ablation
+    control_draws: int = 5  # random sets of the shared ablation, random removals from the graft
     heads_top: str = "10%"  # ablate-heads' headline share
-    heads_curve: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)  # percentages of all heads
+    heads_curve: tuple[float, ...] = (5.0, 10.0, 20.0)  # percentages of all heads
+    head_draws: int = 10  # random head sets per curve point
     attention_heads: int = 3  # top heads (by shared size) drawn in the attention case study
     attention_people: int = 100  # people averaged in the named-pattern scores
     patch_pairs: int = 32  # clean/corrupted pairs per format in activation patching
 
     def validate(self) -> None:
-        if self.individuals < 1:
-            raise ConfigError(f"individuals must be at least 1, got {self.individuals}")
+        if self.trace not in ("training", "posthoc"):
+            raise ConfigError(f"trace must be training or posthoc, got {self.trace!r}")
+        if self.individuals is not None and self.individuals < 1:
+            raise ConfigError(f"individuals must be at least 1 (or null: every example), got {self.individuals}")
+        if self.individuals is None and self.trace == "posthoc":
+            raise ConfigError("a post-hoc trace follows chosen people: set individuals")
         if not 0.0 < self.shared_fraction < 1.0:
             raise ConfigError(f"shared fraction must lie in (0, 1), got {self.shared_fraction}")
-        if not 0.0 < self.graft_sparsity < 1.0:
-            raise ConfigError(f"graft sparsity must lie in (0, 1), got {self.graft_sparsity}")
-        if min(self.graft_steps, self.control_seeds, self.attention_heads, self.attention_people, self.patch_pairs) < 1:
-            raise ConfigError("graft steps, control seeds, attention heads and people, and patch pairs must be at least 1")
+        if not 0.0 < self.graft_target <= 1.0:
+            raise ConfigError(f"graft target must lie in (0, 1], got {self.graft_target}")
+        counts = ("graft_steps", "null_draws", "control_draws", "head_draws", "attention_heads", "attention_people", "patch_pairs")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         top = self.heads_top.strip()
         try:
             valid_top = 0 < float(top[:-1]) <= 100 if top.endswith("%") else int(top) > 0
@@ -284,6 +294,24 @@ PRESETS: dict[str, StudyConfig] = {
         ),
         # 32 heads
         analysis=AnalysisConfig(heads_curve=(3.125, 6.25, 12.5, 25.0), patch_pairs=64),
+    ),
+    # the whole pipeline, base included, in about a minute on a CPU: for tests, demos and smoke runs
+    # (its numbers mean nothing: 40 people, a 1-layer model of 2 heads, tens of steps)
+    "micro": StudyConfig(
+        name="micro",
+        description="smoke test: 40 people, a 1-layer d_model=32 model (2 heads), a base pre-trained on 40 other "
+        "people, tens of steps: every step of the study in about a minute",
+        world=WorldConfig(people=40, bio_per_person=2, permute=True, fullname=True),
+        model=ModelConfig(name="micro"),
+        train=TrainConfig(
+            steps=60, bio_steps=30, qa_steps=30, qa_share=0.5, batch_size=16, lr=3e-3, weight_decay=0.01, warmup_steps=5,
+            checkpoint_every=20, eval_batch_size=128,
+        ),
+        base=BaseConfig(recipe="bio", people=40, steps=60, lr=3e-3, weight_decay=0.01, batch_size=16, bio_per_person=2),
+        analysis=AnalysisConfig(
+            individuals=4, graft_steps=3, control_draws=2, null_draws=2, heads_curve=(50.0, 100.0), head_draws=3,
+            attention_heads=2, attention_people=4, patch_pairs=2, heads_top="50%",
+        ),
     ),
     "paper": StudyConfig(
         name="paper",
@@ -346,39 +374,46 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def override_study(study: StudyConfig, overrides: dict[str, Any]) -> StudyConfig:
     """The preset with ``overrides`` routed to the world, model, training or analysis config that
-    has the field; ``seed`` is refused (seeds are the study's own: ``--seeds``)."""
-    parts = {"world": study.world, "model": study.model, "train": study.train, "analysis": study.analysis}
+    has the field (``base`` is the base's recipe and ``base_<field>`` a field of the base);
+    ``seed`` is refused (seeds are the study's own: ``--seeds``, ``--seed``)."""
+    parts = {"world": study.world, "model": study.model, "train": study.train, "analysis": study.analysis, "base": study.base}
     changes: dict[str, dict[str, Any]] = {part: {} for part in parts}
+    base_fields = {f.name for f in dataclasses.fields(BaseConfig)}
     for key, value in overrides.items():
-        homes = [part for part, config in parts.items() if key in {f.name for f in dataclasses.fields(config)}]
+        if key == "base" or (key.startswith("base_") and key[5:] in base_fields):
+            field_name = "recipe" if key == "base" else key[5:]
+            changes["base"][field_name] = _check_type(study.base, key, field_name, value)
+            continue
+        homes = [part for part, config in parts.items() if part != "base" and key in {f.name for f in dataclasses.fields(config)}]
         if key in ("seed", "strategy") or not homes:
-            raise ConfigError(f"--set {key}: not a setting of the study (world, model, training or analysis); seeds come from --seeds")
+            raise ConfigError(f"--set {key}: not a setting of the study (world, model, training, analysis or base_*); seeds come from --seeds")
         for home in homes:
-            _check_type(key, getattr(parts[home], key), value)
-            changes[home][key] = value
+            changes[home][key] = _check_type(parts[home], key, key, value)
     updated = {part: dataclasses.replace(config, **changes[part]) for part, config in parts.items()}
     updated["world"].validate()
     updated["train"].validate()
     updated["analysis"].validate()
+    updated["base"].validate()
+    if updated["model"].name not in MODEL_SIZES and updated["base"].pretrained:
+        raise ConfigError(f"a base pre-trained here needs a model built here ({', '.join(MODEL_SIZES)}), not {updated['model'].name!r}: set base=random")
     return dataclasses.replace(study, **updated)
 
 
-def _check_type(key: str, current: Any, value: Any) -> None:
-    """``--set`` values must have the setting's kind: a list for a list, a number for a number,
-    true/false for a flag (a setting whose default is None takes anything its validation takes)."""
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _check_type(config: Any, key: str, field_name: str, value: Any) -> Any:
+    """``value`` converted to the setting's annotated type (an integer where a number is asked is
+    fine; a string, a list or a flag where a number is asked is not), or one clear error."""
+    import typing
 
-    if isinstance(current, bool):
-        ok = isinstance(value, bool)
-    elif number(current):
-        ok = number(value) and (isinstance(current, float) or isinstance(value, int))
-    elif isinstance(current, tuple):
-        ok = isinstance(value, tuple) and all(number(x) for x in value) if all(number(x) for x in current) else isinstance(value, tuple)
-    elif isinstance(current, str):
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        kind = "true or false" if isinstance(current, bool) else "a list like [1,2]" if isinstance(current, tuple) else {"int": "an integer", "float": "a number", "str": "a string"}.get(type(current).__name__, type(current).__name__)
-        raise ConfigError(f"--set {key}={value!r}: {key} takes {kind}")
+    from mechrecall.results import decode
+
+    kind = typing.get_type_hints(type(config))[field_name]
+    try:
+        return decode(kind, list(value) if isinstance(value, tuple) else value)
+    except (TypeError, ValueError, KeyError):
+        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        options = [a for a in typing.get_args(kind) if a is not type(None)] if typing.get_origin(kind) is not tuple else [kind]
+        options = options or [kind]
+        described = " or ".join(names.get(o, "a list like [1,2]" if typing.get_origin(o) is tuple else str(o)) for o in options)
+        if type(None) in typing.get_args(kind):
+            described += " or null"
+        raise ConfigError(f"--set {key}={value!r}: {key} takes {described}") from None

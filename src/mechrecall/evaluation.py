@@ -74,7 +74,7 @@ def accuracy_evaluator(
         encoded[metric] = encode_pairs(tokenizer, list(rows["prompt"]), list(rows["answer"]))
 
     def accuracies(model: HookedTransformer) -> dict[str, float]:
-        return {m: float(exact_match(model, e, pad, batch_size).float().mean()) if len(e) else 0.0 for m, e in encoded.items()}
+        return {m: int(exact_match(model, e, pad, batch_size).sum()) / len(e) if len(e) else 0.0 for m, e in encoded.items()}
 
     return accuracies
 

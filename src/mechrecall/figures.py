@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mechrecall.artifacts import atomic_path
-from mechrecall.trace import SharedCurve
 
 
 def write_figure(figure: go.Figure, path: Path) -> Path:
@@ -20,14 +20,20 @@ def write_figure(figure: go.Figure, path: Path) -> Path:
     return path
 
 
-def shared_curve_figure(curves: dict[str, SharedCurve], title: str = "Shared parameters: |S_k| / k") -> go.Figure:
-    """|S_k|/k against k (log x), one line per run, with the random-overlap expectation k/N."""
+def shared_curve_figure(curves: dict[str, Any], title: str = "Shared parameters: |S_k| / k") -> go.Figure:
+    """|S_k|/k against k (log x), one line per run (``SharedResult``s by label), each with its
+    per-tensor-shuffled null (dotted, mean over draws), and the random-set overlap k/N."""
     figure = go.Figure()
-    for label, curve in curves.items():
-        figure.add_trace(go.Scatter(x=curve.ks, y=curve.ratio, mode="lines+markers", name=label, marker={"size": 4}))
+    palette = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for number, (label, result) in enumerate(curves.items()):
+        colour = palette[number % len(palette)]
+        ratio = [s / k for s, k in zip(result.shared, result.ks, strict=True)]
+        null = [sum(d[i] for d in result.null_shared) / len(result.null_shared) / k for i, k in enumerate(result.ks)]
+        figure.add_trace(go.Scatter(x=list(result.ks), y=ratio, mode="lines+markers", name=label, marker={"size": 4}, line={"color": colour}))
+        figure.add_trace(go.Scatter(x=list(result.ks), y=null, mode="lines", name=f"{label}: shuffled null", line={"color": colour, "dash": "dot"}))
     first = next(iter(curves.values()))
     figure.add_trace(
-        go.Scatter(x=first.ks, y=first.random_ratio, mode="lines", name="random overlap (k/N)", line={"dash": "dash", "color": "grey"})
+        go.Scatter(x=list(first.ks), y=[k / first.n for k in first.ks], mode="lines", name="random sets (k/N)", line={"dash": "dash", "color": "grey"})
     )
     figure.update_layout(
         title=title, xaxis={"title": "k (top-k by BIO and by QA influence)", "type": "log"},

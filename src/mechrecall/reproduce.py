@@ -1,9 +1,10 @@
 """``mechrecall reproduce``: the whole study for both strategies, then its report.
 
-The study is a list of :class:`Step` s — per seed: the world; per seed and strategy: training
-(with evaluation), the post-hoc trace, the shared set, grafting, the ablations with their random
-controls, head rankings and ablate-heads curves, the attention case study and activation patching;
-last, the report. Each step is cached by its inputs: its key is the sha256 of its options and of
+The study is a list of :class:`Step` s — the base θ_pre (a world of population "b" and a model
+pre-trained on it, shared by every seed and strategy, when the preset's base is pre-trained); per
+seed: the world; per seed and strategy: training (with evaluation and, by default, the study's
+gradient trace accumulated during training), then one step per analysis of
+``mechrecall.registry``; last, the report. Each step is cached by its inputs: its key is the sha256 of its options and of
 the sha256s (from the manifests) of the artifacts it reads. ``steps.json`` in the study folder
 records, per step, the key it ran with and the sha256s of what it wrote; a step whose key and
 outputs are unchanged is skipped. A second run is therefore a no-op, a changed option reruns the
@@ -14,6 +15,7 @@ Layout of ``out``::
 
     manifest.json   the study's config (preset, seeds, analyses), versions, files
     steps.json      the cache: key, outputs and seconds of every finished step
+    base/           θ_pre: the pre-trained base run (its world in worlds/base)
     worlds/s<seed>/ the world of each seed
     s<seed>/<strategy>/   each run (every analysis writes into it)
     report.md, report.html, figures/
@@ -34,13 +36,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mechrecall.artifacts import ArtifactDir, package_versions, write_json_atomic
-from mechrecall.config import STRATEGIES, AnalysisConfig, StudyConfig, get_preset, override_study, to_dict
+from mechrecall.config import STRATEGIES, StudyConfig, get_preset, override_study, to_dict
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 from mechrecall.runs import resolve_device
 
 LEDGER = "steps.json"
 KIND = "study"
-REPORT_FORMAT = 3  # part of the report step's key: bump when the report's content changes
+REPORT_FORMAT = 4  # part of the report step's key: bump when the report's content changes
 
 Hashes = dict[str, str]
 Report = Callable[[int, int], None]  # (done, total) of the running step
@@ -116,10 +118,13 @@ def _merge(*parts: Hashes | None) -> Hashes | None:
 # ---- the plan ----------------------------------------------------------------------------------
 
 
+MAX_SEED = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class ReproduceConfig:
     preset: str = "tiny"
-    seeds: int = 1  # seeds 0 … seeds−1 (world, initialisation and batch order)
+    seeds: tuple[int, ...] = (0,)  # world, initialisation and batch order of each repetition
     strategies: tuple[str, ...] = STRATEGIES
     overrides: dict[str, Any] = field(default_factory=dict)  # settings of the preset changed (--set key=value)
 
@@ -132,8 +137,13 @@ class ReproduceConfig:
             from mechrecall.models import resolve_checkpoint
 
             resolve_checkpoint(study.model.name)  # not available offline: say so before anything runs
-        if self.seeds < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
+        if not self.seeds:
+            raise ConfigError("give at least one seed (--seeds N or --seed S)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seed values must be distinct, got {list(self.seeds)}")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise ConfigError(f"--seed {seed!r} must be an integer in [0, {MAX_SEED}]")
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown or not self.strategies:
             raise ConfigError(f"unknown strategy {unknown[0] if unknown else ''!r}: choose from {', '.join(STRATEGIES)}")
@@ -143,124 +153,161 @@ def run_path(out: Path, seed: int, strategy: str) -> Path:
     return out / f"s{seed}" / strategy
 
 
+BASE_DIR = "base"
+
+
+def base_path(out: Path) -> Path:
+    return out / BASE_DIR
+
+
 def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | None) -> list[Step]:
     """Every step of the study in the order it runs."""
     from mechrecall.data.store import create_world, save_world
+    from mechrecall.runs import BASE, TUNED
 
-    analysis = study.analysis
     steps: list[Step] = []
-    for seed in range(config.seeds):  # every world first: the trainings may then run side by side
-        world_config = dataclasses.replace(study.world, seed=seed)
+    base = study.base
+    base_hashes: Callable[[], Hashes | None] = lambda: {}  # noqa: E731
+    if base.pretrained:
+        base_world = base.world()
+        base_world_dir = out / "worlds" / "base"
+
+        def make_base_world(report: Report) -> None:
+            save_world(create_world(base_world), base_world_dir, overwrite=True)
+
+        steps.append(Step("base/world", {"world": to_dict(base_world)}, lambda: {}, lambda: world_hash(base_world_dir), make_base_world))
+        base_model = dataclasses.replace(study.model, seed=base.seed)
+        base_train = base.train(study.train)
+        job = {"id": "base/train", "world": base_world_dir, "path": base_path(out), "model": base_model, "train": base_train,
+               "preset": study.name, "device": device, "trace": None}
+        steps.append(Step("base/train", {"model": to_dict(base_model), "train": to_dict(base_train)},
+                          lambda: world_hash(base_world_dir), lambda: file_hashes(base_path(out), (TUNED, "metrics.json"), label="base"),
+                          lambda report: train_job(job, lambda step: report(step, base_train.total_steps)),
+                          total=base_train.total_steps, job=job))
+        base_hashes = lambda: file_hashes(base_path(out), (TUNED,), label="base")  # noqa: E731
+    world = dataclasses.replace(study.world, population="a") if base.pretrained else study.world
+    for seed in config.seeds:  # every world first: the trainings may then run side by side
+        world_config = dataclasses.replace(world, seed=seed)
         world_dir = out / "worlds" / f"s{seed}"
 
         def make_world(report: Report, world_config=world_config, world_dir=world_dir) -> None:
             save_world(create_world(world_config), world_dir, overwrite=True)
 
         steps.append(Step(f"s{seed}/world", {"world": to_dict(world_config)}, lambda: {}, lambda d=world_dir: world_hash(d), make_world))
-    for seed in range(config.seeds):
+    for seed in config.seeds:
         for strategy in config.strategies:
-            steps += run_steps(out, seed, strategy, out / "worlds" / f"s{seed}", study, analysis, device)
-    runs = [run_path(out, seed, strategy) for seed in range(config.seeds) for strategy in config.strategies]
-    reported = ("metrics.json", "shared.json", "graft.json", "ablation.json", "heads.json", "attention.json", "patching.json")
+            steps += run_steps(out, seed, strategy, out / "worlds" / f"s{seed}", study, device, base_hashes)
+    runs = [run_path(out, seed, strategy) for seed in config.seeds for strategy in config.strategies]
 
     def report_inputs() -> Hashes | None:
-        return _merge(*(file_hashes(r, reported) for r in runs))
+        from mechrecall.registry import ANALYSES
+
+        hashes = []
+        for r in runs:
+            manifest = _manifest(r)
+            if manifest is None:
+                return None
+            reported = ("metrics.json",) + tuple(a.result_file for a in ANALYSES if a.result_file in manifest["files"])
+            hashes.append(file_hashes(r, reported))
+        return _merge(*hashes)
 
     def make_report(report: Report) -> None:
         from mechrecall.report import group_runs, write_report
 
-        preamble = [
-            f"mechrecall reproduce --preset {config.preset} --seeds {config.seeds}"
-            + "".join(f" --set {key}={json.dumps(value)}" for key, value in config.overrides.items()) + f": {study.description}.",
-            f"World: {study.world.people:,} people; model: {study.model.name}; training: {study.train.steps:,} mixed steps, "
-            f"{study.train.bio_steps:,} + {study.train.qa_steps:,} two-stage steps, batch {study.train.batch_size}, "
-            f"lr {study.train.lr:g}, weight decay {study.train.weight_decay:g}, QA share {study.train.qa_share:g}.",
-            f"Analyses: {json.dumps(to_dict(analysis))}.",
-        ]
-        write_report(group_runs(runs), out, title=f"mechrecall: the {config.preset} preset beside the study", preamble=preamble, png=png)
+        write_report(group_runs(runs), out, title=f"mechrecall: the {config.preset} preset beside the study",
+                     preamble=preamble(config, study, out), png=png)
         ArtifactDir.open(out).record("report.md")
         ArtifactDir.open(out).record("report.html")
 
     from mechrecall.report import static_exporter
 
     png = static_exporter()  # a report made without PNGs is made again once an exporter is there
-    steps.append(Step("report", {"preset": config.preset, "format": REPORT_FORMAT, "overrides": config.overrides, "png": png}, report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"), make_report))
+    steps.append(Step("report", {"preset": config.preset, "format": REPORT_FORMAT, "overrides": config.overrides, "png": png},
+                      report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"),
+                      make_report))
     return steps
 
 
-def run_steps(out: Path, seed: int, strategy: str, world_dir: Path, study: StudyConfig, analysis: AnalysisConfig, device: str | None) -> list[Step]:
-    """Training and every analysis of one (seed, strategy) run."""
-    from mechrecall.ablation import ablate_run
-    from mechrecall.attention import attention_run
-    from mechrecall.grafting import GRAFT, GraftConfig, graft_run
-    from mechrecall.heads import ablate_heads_run
-    from mechrecall.patching import patching_run
-    from mechrecall.runs import BASE, TUNED
-    from mechrecall.trace import TraceConfig
-    from mechrecall.tracing import SHARED_MASK, TRACE_FILES, shared_run, trace_run
+def preamble(config: ReproduceConfig, study: StudyConfig, out: Path) -> list[str]:
+    train, base = study.train, study.base
+    lines = [
+        "`mechrecall reproduce --preset " + config.preset + "".join(f" --seed {s}" for s in config.seeds)
+        + "".join(f" --set {key}={json.dumps(value)}" for key, value in config.overrides.items()) + f"`: {study.description}.",
+        f"World: {study.world.people:,} people, {study.world.bio_per_person} BIO(s) each; model: {study.model.name}.",
+    ]
+    if base.pretrained:
+        metrics = _base_metrics(out)
+        lines.append(
+            f"θ_pre: a base pre-trained here ({base.recipe} recipe: {'BIO texts alone' if base.recipe == 'bio' else 'BIO texts and QA of half'}) "
+            f"on {base.people:,} other people (population b; the studied world is population a), {base.steps:,} steps, lr {base.lr:g}, "
+            f"weight decay {base.weight_decay:g}" + (f"; on its own people BIO {100 * metrics['bio']:.1f}%, QA-ID {100 * metrics['qa_id']:.1f}%, "
+                                                     f"QA-OOD {100 * metrics['qa_ood']:.1f}%" if metrics else "") + "."
+        )
+    else:
+        lines.append("θ_pre: a random initialisation (not a pre-trained model: resets to θ_pre replace weights with noise).")
+    qa_lr = train.lr if train.qa_lr is None else train.qa_lr
+    qa_decay = train.weight_decay if train.qa_weight_decay is None else train.qa_weight_decay
+    lines.append(
+        f"Fine-tuning: mixed {train.steps:,} steps (QA share {train.qa_share:g}); two-stage {train.bio_steps:,} BIO steps then "
+        f"{train.qa_steps:,} QA steps; batch {train.batch_size}, lr {train.lr:g} (two-stage QA stage {qa_lr:g}), weight decay "
+        f"{train.weight_decay:g} (QA stage {qa_decay:g}), AdamW, warmup {train.warmup_steps} then cosine to {train.min_lr_ratio:g}×."
+    )
+    lines.append(f"Analyses: {json.dumps(to_dict(study.analysis))}.")
+    return lines
+
+
+def _base_metrics(out: Path) -> dict[str, float] | None:
+    try:
+        from mechrecall.runs import open_run
+
+        metrics = open_run(base_path(out)).metrics()
+        return {m: metrics[m]["accuracy"] for m in ("bio", "qa_id", "qa_ood")}
+    except (RunDirError, ArtifactError):
+        return None
+
+
+def run_steps(
+    out: Path, seed: int, strategy: str, world_dir: Path, study: StudyConfig, device: str | None, base_hashes: Callable[[], Hashes | None],
+) -> list[Step]:
+    """Training (with the study's trace) and every registered analysis of one (seed, strategy) run."""
+    from mechrecall.analysis import execute
+    from mechrecall.influence import TraceConfig
+    from mechrecall.registry import ANALYSES
+    from mechrecall.runs import BASE, TRAINING_TRACE, TUNED
 
     path = run_path(out, seed, strategy)
     prefix = f"s{seed}/{strategy}"
+    analysis = study.analysis
     model_config = dataclasses.replace(study.model, seed=seed)
+    options_model = to_dict(model_config)
+    if study.base.pretrained:
+        model_config = dataclasses.replace(model_config, name=str(base_path(out).resolve()))
+        options_model["name"] = "study base"  # the base's hashes are the step's inputs: the folder may move
     train_config = dataclasses.replace(study.train, strategy=strategy, seed=seed)
-    trace_config = TraceConfig(individuals=analysis.individuals, split="qa_id", measure="grad", seed=0)
-    graft_config = GraftConfig(sparsity=analysis.graft_sparsity, steps=analysis.graft_steps, seed=0)
-    trace_file = TRACE_FILES["posthoc"]
+    trace = TraceConfig(individuals=analysis.individuals, split="qa_id", measure="lr-grad") if analysis.trace == "training" else None
 
     def files(*names: str) -> Callable[[], Hashes | None]:
         return lambda: file_hashes(path, names)
 
-    job = {
-        "id": f"{prefix}/train", "world": world_dir, "path": path, "model": model_config, "train": train_config,
-        "preset": study.name, "device": device,
-    }
-
-    def train(report: Report) -> None:
-        train_job(job, lambda step: report(step, train_config.total_steps))
-
-    def trace(report: Report) -> None:
-        trace_run(path, trace_config, device=device, progress=False)
-
-    def shared(report: Report) -> None:
-        shared_run(path, fraction=analysis.shared_fraction)
-
-    def graft(report: Report) -> None:
-        graft_run(path, graft_config, device=device, progress=False)
-
-    def ablate(report: Report) -> None:
-        for done, what in enumerate(("shared", "random", "graft-minus-shared")):
-            ablate_run(path, what, seeds=analysis.control_seeds, device=device)
-            report(done + 1, 3)
-
-    def heads(report: Report) -> None:
-        ablate_heads_run(path, top=analysis.heads_top, rank_by="shared", method="reset", curve=list(analysis.heads_curve), device=device)
-
-    def attention(report: Report) -> None:
-        from mechrecall.runs import open_run
-
-        cfg = open_run(path).spec()["tl_config"]
-        count = min(analysis.attention_heads, cfg["n_layers"] * cfg["n_heads"])
-        attention_run(path, f"top:shared:{count}", people=analysis.attention_people, device=device)
-
-    def patch(report: Report) -> None:
-        patching_run(path, pairs=analysis.patch_pairs, device=device)
-
-    model_files = files(BASE, TUNED)
-    return [
-        Step(f"{prefix}/train", {"model": to_dict(model_config), "train": to_dict(train_config)},
-             lambda: world_hash(world_dir), files(BASE, TUNED, "metrics.json"), train, total=train_config.total_steps, job=job),
-        Step(f"{prefix}/trace", {"trace": to_dict(trace_config)}, model_files, files(trace_file), trace),
-        Step(f"{prefix}/shared", {"fraction": analysis.shared_fraction}, files(trace_file), files("shared.json", SHARED_MASK), shared),
-        Step(f"{prefix}/graft", {"graft": to_dict(graft_config)}, lambda: _merge(model_files(), files(SHARED_MASK)()),
-             files("graft.json", GRAFT), graft),
-        Step(f"{prefix}/ablate", {"control_seeds": analysis.control_seeds}, lambda: _merge(model_files(), files(SHARED_MASK, GRAFT)()),
-             files("ablation.json"), ablate, total=3),
-        Step(f"{prefix}/heads", {"top": analysis.heads_top, "curve": list(analysis.heads_curve)},
-             lambda: _merge(model_files(), files(SHARED_MASK, GRAFT)()), files("heads.json"), heads),
-        Step(f"{prefix}/attention", {"heads": analysis.attention_heads, "people": analysis.attention_people},
-             lambda: _merge(model_files(), files(SHARED_MASK)()), files("attention.json"), attention),
-        Step(f"{prefix}/patch", {"pairs": analysis.patch_pairs}, model_files, files("patching.json"), patch),
+    job = {"id": f"{prefix}/train", "world": world_dir, "path": path, "model": model_config, "train": train_config,
+           "preset": study.name, "device": device, "trace": trace}
+    outputs = (BASE, TUNED, "metrics.json") + ((TRAINING_TRACE,) if trace is not None else ())
+    steps = [
+        Step(f"{prefix}/train", {"model": options_model, "train": to_dict(train_config), "trace": to_dict(trace) if trace else None},
+             lambda: _merge(world_hash(world_dir), base_hashes()), files(*outputs),
+             lambda report: train_job(job, lambda step: report(step, train_config.total_steps)), total=train_config.total_steps, job=job),
     ]
+    for entry in ANALYSES:
+        config = entry.from_study(study) if entry.from_study is not None else None
+        if config is None:
+            continue
+
+        def action(report: Report, entry=entry, config=config) -> None:
+            execute(entry, path, config, device=device)
+
+        steps.append(Step(f"{prefix}/{entry.name}", {entry.name: to_dict(config)}, files(*entry.reads(config)),
+                          files(*entry.outputs(config)), action))
+    return steps
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -274,7 +321,7 @@ def train_job(job: dict[str, Any], on_step: Callable[[int], None] | None = None)
         if on_step is not None:
             on_step(state.step)
 
-    arguments = dict(preset=job["preset"], device=job["device"], progress=False, on_step=step)
+    arguments = dict(preset=job["preset"], device=job["device"], progress=False, on_step=step, trace=job.get("trace"))
     try:
         train_run(job["world"], job["path"], job["model"], job["train"], **arguments)
     except RunDirError:
@@ -363,7 +410,7 @@ def _open_study(out: Path, config: ReproduceConfig, study: StudyConfig) -> Artif
         directory.manifest["versions"] = package_versions()
         directory.save_manifest()
         return directory
-    return ArtifactDir.create(out, KIND, record, {"seeds": config.seeds})
+    return ArtifactDir.create(out, KIND, record, {"seeds": list(config.seeds)})
 
 
 def _read_ledger(out: Path) -> dict[str, Any]:
@@ -415,7 +462,7 @@ def reproduce(
     )
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        overall = bar.add_task(f"[bold]study ({config.preset}, {config.seeds} seed{'s' if config.seeds > 1 else ''})", total=len(steps), status="")
+        overall = bar.add_task(f"[bold]study ({config.preset}, seed{'s' if len(config.seeds) > 1 else ''} {', '.join(map(str, config.seeds))})", total=len(steps), status="")
         tasks: dict[str, Any] = {}
         for index, step in enumerate(steps):
             if step.id in trained_aside:

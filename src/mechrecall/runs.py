@@ -27,7 +27,7 @@ from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 from mechrecall.evaluation import accuracy_evaluator, chance_level, evaluate
-from mechrecall.trace import InfluenceAccumulator, TraceConfig, choose_individuals, trace_metadata
+from mechrecall.influence import InfluenceAccumulator, TraceConfig, choose_individuals, trace_metadata
 from mechrecall.training import StepCallback, TrainingTracer, train
 
 BASE = "base.safetensors"
@@ -195,7 +195,7 @@ def train_run(
     if not world_dir.complete:
         raise RunDirError(f"{world_path} is not a complete world or run directory: make it with `mechrecall data`")
     world = read_world(world_dir)
-    if trace is not None:
+    if trace is not None and trace.individuals is not None:
         choose_individuals(world, trace.split, trace.individuals, trace.seed)  # refuse too many people now
     config = run_config(world_dir, model_config, train_config, preset, trace)
     resumable = False
@@ -233,19 +233,19 @@ def _finish_training(
         "bio": encode_texts(tokenizer, list(world.dataset["bio"]["text"])),
         "qa": encode_pairs(tokenizer, list(qa["prompt"]), list(qa["answer"])),
     }
-    tracer, people = None, []
+    tracer: TrainingTracer | None = None
+    people: list[int] | str = []
     if trace is not None:
-        people = choose_individuals(world, trace.split, trace.individuals, trace.seed)
-        chosen = set(people)
-        base = models.trainable_state(model) if trace.measure == "grad-delta" else None
-        base = {name: tensor.clone() for name, tensor in base.items()} if base is not None else None
-        tracer = TrainingTracer(
-            InfluenceAccumulator(model, trace.measure, base),
-            {
+        if trace.individuals is None:
+            people, traced = "all", None
+        else:
+            people = choose_individuals(world, trace.split, trace.individuals, trace.seed)
+            chosen = set(people)
+            traced = {
                 "bio": {i for i, pid in enumerate(world.dataset["bio"]["person_id"]) if pid in chosen},
                 "qa": {i for i, pid in enumerate(qa["person_id"]) if pid in chosen},
-            },
-        )
+            }
+        tracer = TrainingTracer(InfluenceAccumulator(model, trace.measure), traced)
     base_weights = {name: tensor.detach().clone() for name, tensor in models.trainable_state(model).items()}
     evaluator = accuracy_evaluator(tokenizer, world.dataset, batch_size=train_config.eval_batch_size)
     state = train(

@@ -201,7 +201,8 @@ def study_rows(study: Path) -> list[dict[str, Any]]:
     overrides = record.get("overrides") or {}
     trial = record["preset"] + "".join(f" {key}={value}" for key, value in overrides.items())
     rows = []
-    for seed in range(int(record["seeds"])):
+    seeds = record["seeds"]
+    for seed in (range(int(seeds)) if isinstance(seeds, int) else seeds):
         for strategy in record.get("strategies", STRATEGIES):
             path = study / f"s{seed}" / strategy
             if not (path / "manifest.json").is_file():

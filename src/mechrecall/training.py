@@ -27,7 +27,7 @@ from transformer_lens import HookedTransformer
 from mechrecall.artifacts import atomic_path
 from mechrecall.config import TrainConfig
 from mechrecall.encoding import Encoded, collate, per_example_loss
-from mechrecall.trace import InfluenceAccumulator
+from mechrecall.influence import InfluenceAccumulator
 
 POOLS = ("bio", "qa")
 RECENT_BIO_LOSSES = 50
@@ -119,16 +119,18 @@ def make_optimizer(model: HookedTransformer, phase: Phase) -> torch.optim.AdamW:
 
 @dataclass
 class TrainingTracer:
-    """During-training trace: per-task gradients of the traced people's examples at every step.
+    """During-training trace: per-task gradients of the traced examples at every step, weighted
+    by that step's learning rate.
 
     ``traced[pool]`` holds the indices (into the training examples of that pool) belonging to the
-    traced people. Each step's traced rows are forwarded as their own sub-batch; their gradient
-    is accumulated into the trace and added to the step's gradient, so the trajectory is the
-    untraced one (up to floating-point summation order).
+    traced people; ``None`` traces every example. Traced people's rows are forwarded as their own
+    sub-batch; their summed gradient is accumulated into the trace and added to the step's
+    gradient, so the trajectory is the untraced one (up to floating-point summation order). With
+    every example traced, each pool's gradient is taken from its own backward pass.
     """
 
     accumulator: InfluenceAccumulator
-    traced: dict[str, set[int]]
+    traced: dict[str, set[int]] | None
 
 
 def save_checkpoint(
@@ -213,6 +215,15 @@ def train(
                 indices = streams[pool].take(state.consumed[pool], count)
                 state.consumed[pool] += count
                 pool_losses = []
+                if tracer is not None and tracer.traced is None:  # every example: this pool's own backward
+                    tokens, target_mask = collate(examples[pool].select(indices), pad, device)
+                    loss = per_example_loss(model(tokens), tokens, target_mask)
+                    parameters = list(tracer.accumulator.parameters.values())
+                    gradients = torch.autograd.grad(loss.sum(), parameters)
+                    tracer.accumulator.add(pool, gradients, len(indices), lr)
+                    traced_gradients.append(list(gradients))
+                    losses[pool] = loss.detach().mean()
+                    continue
                 if tracer is not None:
                     traced = [i for i in indices if i in tracer.traced[pool]]
                     indices = [i for i in indices if i not in tracer.traced[pool]]
@@ -221,7 +232,7 @@ def train(
                         traced_loss = per_example_loss(model(tokens), tokens, target_mask)
                         parameters = list(tracer.accumulator.parameters.values())
                         gradients = torch.autograd.grad(traced_loss.sum(), parameters)
-                        tracer.accumulator.add(pool, gradients, len(traced))
+                        tracer.accumulator.add(pool, gradients, len(traced), lr)
                         traced_gradients.append(list(gradients))
                         pool_losses.append(traced_loss.detach())
                 if indices:

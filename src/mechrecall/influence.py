@@ -1,10 +1,15 @@
 """Cross-task gradient trace: per-parameter BIO and QA influence, ranks, shared sets and curves.
 
-*Influence* of a task on a parameter element is the accumulated magnitude of the loss gradient
-over that task's examples of the traced people, ``Σ_e |∂ℓ_e/∂θ|`` (``measure="grad"``), or
-``Σ_e |∂ℓ_e/∂θ ⊙ Δθ|`` (``"grad-delta"``, Δθ = θ_task − θ_pre) or ``Σ_e |∂ℓ_e/∂θ ⊙ θ|``
-(``"grad-theta"``), in fp32. Post-hoc, ``e`` runs over single examples on θ_task; during
-training, over each step's traced sub-batch of a task, at the weights of that step.
+*Influence* of a task on a parameter element, in fp32:
+
+- ``lr-grad`` (the study's cross-task gradient trace, the default): during fine-tuning, the
+  learning-rate-weighted sum of the loss gradients of the task's examples, signed,
+  ``Δ_task,i = Σ_n lr(d_n) · ∂ℓ(d_n)/∂θ_i`` over every training step that holds the task's
+  examples of the traced people (or of every training example); elements are ranked by
+  ``|Δ_task,i|`` after the sum. In two-stage training BIO influence therefore comes from the BIO
+  stage and QA influence from the QA stage.
+- post-hoc variants on θ_task, one example at a time: ``grad`` ``Σ_e |∂ℓ_e/∂θ|``, ``grad-delta``
+  ``Σ_e |∂ℓ_e/∂θ ⊙ Δθ|`` (Δθ = θ_task − θ_pre) and ``grad-theta`` ``Σ_e |∂ℓ_e/∂θ ⊙ θ|``.
 
 *Shared* sets: rank every element by BIO influence and by QA influence (descending, ties broken
 by the lower flat index). ``S_k`` = top-k(BIO) ∩ top-k(QA); an element is in ``S_k`` exactly when
@@ -32,23 +37,32 @@ from mechrecall.errors import ConfigError
 from mechrecall.params import ParameterIndex
 
 TASKS = ("bio", "qa")
-MEASURES = ("grad", "grad-delta", "grad-theta")
+TRAINING_MEASURES = ("lr-grad",)
+POSTHOC_MEASURES = ("grad", "grad-delta", "grad-theta")
+MEASURES = TRAINING_MEASURES + POSTHOC_MEASURES
+SIGNED_MEASURES = ("lr-grad",)  # accumulated with their sign; ranked by magnitude after the sum
 TRACE_SPLITS = ("qa_id", "qa_ood")
 
 
 @dataclass(frozen=True)
 class TraceConfig:
-    individuals: int = 20
+    """Whose examples are traced and how. ``individuals=None`` traces every training example
+    (during training only)."""
+
+    individuals: int | None = 20
     split: str = "qa_id"  # whose people: QA-ID (QA trained on) or QA-OOD
-    measure: str = "grad"
+    measure: str = "lr-grad"
     seed: int = 0
 
-    def validate(self) -> None:
-        if self.measure not in MEASURES:
-            raise ConfigError(f"unknown influence measure {self.measure!r}: choose one of {', '.join(MEASURES)}")
+    def validate(self, mode: str = "training") -> None:
+        allowed = TRAINING_MEASURES if mode == "training" else POSTHOC_MEASURES
+        if self.measure not in allowed:
+            raise ConfigError(f"unknown {mode} influence measure {self.measure!r}: choose one of {', '.join(allowed)}")
         if self.split not in TRACE_SPLITS:
             raise ConfigError(f"unknown split {self.split!r}: choose qa_id or qa_ood")
-        if self.individuals < 1:
+        if self.individuals is None and mode != "training":
+            raise ConfigError("a post-hoc trace follows chosen people: give --individuals N")
+        if self.individuals is not None and self.individuals < 1:
             raise ConfigError(f"--individuals must be at least 1, got {self.individuals}")
 
 
@@ -71,9 +85,12 @@ def traced_examples(world: World, tokenizer, person_ids: Sequence[int], split: s
     }
 
 
-def weigh(gradient: Tensor, measure: str, theta: Tensor, base: Tensor | None) -> Tensor:
-    """The per-element contribution of one gradient under a measure (fp32, non-negative)."""
+def weigh(gradient: Tensor, measure: str, theta: Tensor, base: Tensor | None, lr: float = 1.0) -> Tensor:
+    """The per-element contribution of one gradient under a measure (fp32; non-negative except
+    for the signed ``lr-grad``)."""
     gradient = gradient.float()
+    if measure == "lr-grad":
+        return lr * gradient
     if measure == "grad":
         return gradient.abs()
     if measure == "grad-theta":
@@ -96,11 +113,12 @@ class InfluenceAccumulator:
         }
         self.examples = {task: 0 for task in TASKS}
 
-    def add(self, task: str, gradients: Sequence[Tensor], examples: int) -> None:
+    def add(self, task: str, gradients: Sequence[Tensor], examples: int, lr: float = 1.0) -> None:
+        """Add the summed gradient of ``examples`` examples of ``task`` (at learning rate ``lr``)."""
         with torch.no_grad():
             for (name, parameter), gradient in zip(self.parameters.items(), gradients, strict=True):
                 base = self.base[name] if self.base is not None else None
-                self.totals[task][name] += weigh(gradient, self.measure, parameter.detach(), base)
+                self.totals[task][name] += weigh(gradient, self.measure, parameter.detach(), base, lr)
         self.examples[task] += examples
 
     def tensors(self) -> dict[str, Tensor]:
@@ -286,5 +304,8 @@ def read_metadata(raw: dict[str, str] | None) -> dict[str, object]:
     return {key: json.loads(value) for key, value in (raw or {}).items()}
 
 
-def flat_influence(index: ParameterIndex, tensors: dict[str, Tensor], task: str) -> Float[Tensor, " n"]:
-    return index.flatten({name: tensors[f"{task}/{name}"] for name in index.names}).float()
+def flat_influence(index: ParameterIndex, tensors: dict[str, Tensor], task: str, measure: str = "grad") -> Float[Tensor, " n"]:
+    """A task's influence in flat order, as the magnitude that ranks elements (``|Δ|`` for a
+    signed measure)."""
+    flat = index.flatten({name: tensors[f"{task}/{name}"] for name in index.names}).float()
+    return flat.abs_() if measure in SIGNED_MEASURES else flat

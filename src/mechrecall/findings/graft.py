@@ -1,0 +1,406 @@
+"""Grafting (after Panigrahi et al., 2023): a sparse binary mask γ over all trainable parameters
+such that θ_pre + γ ⊙ (θ_task − θ_pre) recovers the fine-tuned model's QA accuracy.
+
+γ is relaxed as ``γ = b + (1 − 2b) ⊙ σ(S − bias)`` around a base mask ``b`` (the top-α elements
+by |θ_task − θ_pre|); ``S`` starts in [0, 1) so ``γ ≈ b`` (bias 10: σ ≈ 5e-5). Each step takes a
+batch of training QA of the fitting people, computes the loss gradient ``g`` at the continuous
+graft and moves ``S`` down the exact chain-rule gradient ``(1 − 2b) ⊙ g ⊙ Δθ ⊙ σ'(S − bias)``,
+scaled so that its largest entry moves by ``lr`` (the raw gradient's scale depends on the model;
+this keeps one ``lr`` meaningful for any model, and still moves only the elements whose gradient
+is large, which keeps γ sparse). Every ``eval_every`` steps the rounded mask is scored by exact
+match on the fitting people's QA plus the held-out people's QA (a part of the training people
+never used for the gradient); the best rounded mask is kept.
+
+α is searched: the smallest α of the grid (from ``sparsity`` up to ``max_sparsity``) whose graft
+recovers ``target`` of θ_task's QA-ID accuracy (the study's grafts recover most of it; a graft
+that does not is a failed precondition, and the report says so). Beside γ stand its controls:
+|S ∩ γ| / |γ| against its chance level |S| / N, and the study's "remove S, then graft" experiment
+(γ ∖ S) against removing as many random elements of γ (seeded draws).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.progress import track
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from mechrecall.analysis import Analysis, option
+from mechrecall.encoding import Encoded, collate, encode_pairs, pad_id, per_example_loss
+from mechrecall.errors import ArtifactError, ConfigError
+from mechrecall.evaluation import accuracy_evaluator, exact_match
+from mechrecall.masks import Mask, difference, from_stored, mask_size, overlap, set_weights, to_stored
+from mechrecall.params import ParameterIndex
+from mechrecall.report.table import Groups, Section, above_chance, across, estimate, paired, row
+from mechrecall.report.verdicts import compare_strategies, no_claim
+from mechrecall.results import Result
+from mechrecall.runs import BASE, TUNED, Run
+from mechrecall.training import ExampleStream
+
+SPARSITY_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5)
+GRAFT = "graft.safetensors"
+METRICS = ("bio", "qa_id", "qa_ood")
+
+
+@dataclass(frozen=True)
+class GraftConfig:
+    sparsity: float = option(1e-4, "α: the base mask's share of all parameters (the first α tried when --target is given)")
+    target: float | None = option(0.9, "search α upward until the graft recovers this share of θ_task's QA-ID accuracy (none: one α)")
+    max_sparsity: float = option(0.05, "the largest α the search tries")
+    steps: int = option(60, "mask updates per α")
+    batch_size: int = option(64, "QA examples per update")
+    lr: float = option(10.0, "largest logit move per update (bias 10: one update can flip an element)")
+    sigmoid_bias: float = option(10.0, "σ(S − bias): how far from the base mask the relaxation starts")
+    eval_every: int = option(5, "score the rounded mask every this many updates")
+    heldout_fraction: float = option(0.1, "share of the QA-ID people kept out of the gradient to pick γ")
+    control_draws: int = option(5, "random removals from γ, as many elements as S ∩ γ (the control of γ ∖ S)")
+    with_shared: bool = option(True, "compare with the shared set S (needs `mechrecall shared` first)")
+    seed: int = option(0, "seed of the relaxation, the held-out people and the control draws")
+
+    def validate(self) -> None:
+        import math
+
+        for name in ("sparsity", "max_sparsity", "heldout_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 < value < 1.0):
+                raise ConfigError(f"--{name.replace('_', '-')} must lie strictly between 0 and 1, got {value}")
+        if self.target is not None and not (math.isfinite(self.target) and 0.0 < self.target <= 1.0):
+            raise ConfigError(f"--target must lie in (0, 1], got {self.target}")
+        if self.target is not None and self.max_sparsity < self.sparsity:
+            raise ConfigError(f"--max-sparsity {self.max_sparsity:g} is below --sparsity {self.sparsity:g}")
+        for name in ("steps", "batch_size", "eval_every", "control_draws"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "sigmoid_bias"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+
+    def grid(self) -> list[float]:
+        if self.target is None:
+            return [self.sparsity]
+        return [self.sparsity] + [a for a in SPARSITY_GRID if self.sparsity < a <= self.max_sparsity]
+
+
+def base_mask(index: ParameterIndex, delta: dict[str, Tensor], sparsity: float) -> Mask:
+    """The top ``round(α·N)`` elements by |Δθ| (ties to the lower flat index)."""
+    flat = index.flatten({name: delta[name].abs().float() for name in index.names})
+    count = max(1, round(sparsity * flat.numel()))
+    order = torch.sort(flat, descending=True, stable=True).indices[:count]
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[order] = True
+    return {name: t.clone() for name, t in index.unflatten(chosen).items()}
+
+
+def split_fit_heldout(person_ids: list[int], fraction: float, seed: int) -> tuple[set[int], set[int]]:
+    people = sorted(set(person_ids))
+    if len(people) < 2:
+        raise ConfigError("grafting needs at least two QA-ID people (one to fit, one held out)")
+    heldout = set(random.Random(f"graft-{seed}").sample(people, max(1, round(fraction * len(people)))))
+    return set(people) - heldout, heldout
+
+
+def mask_gradient(start: Tensor, logits: Tensor, gradient: Tensor, delta: Tensor, bias: float) -> Tensor:
+    """∂loss/∂S for θ = θ_pre + γ(S) ⊙ Δθ with γ = b + (1 − 2b) ⊙ σ(S − bias), given the loss
+    gradient ``g`` at θ: ``(1 − 2b) ⊙ g ⊙ Δθ ⊙ σ'(S − bias)`` (the chain rule; the tests check it
+    against autograd)."""
+    s = torch.sigmoid(logits - bias)
+    return (1 - 2 * start.float()) * gradient.float() * delta * s * (1 - s)
+
+
+@dataclass
+class LearnedGraft:
+    mask: Mask
+    size: int
+    best_step: int
+    score: float
+    history: list[dict[str, float]]
+
+
+def learn_graft(
+    model: HookedTransformer,
+    index: ParameterIndex,
+    base: dict[str, Tensor],
+    tuned: dict[str, Tensor],
+    fit: Encoded,
+    heldout: Encoded,
+    config: GraftConfig,
+    progress: bool = False,
+) -> LearnedGraft:
+    """Learn γ at one α (``config.sparsity``); leaves ``model`` holding the best rounded graft."""
+    import dataclasses
+
+    dataclasses.replace(config, target=None).validate()  # one α: the search's bounds do not apply
+    device = model.cfg.device or "cpu"
+    names = index.names
+    delta = {n: (tuned[n].float() - base[n].float()).to(device) for n in names}
+    start = {n: b.bool().to(device) for n, b in base_mask(index, delta, config.sparsity).items()}
+    generator = torch.Generator().manual_seed(config.seed)
+    logits = {n: torch.rand(start[n].shape, generator=generator).to(device) for n in names}
+    parameters = dict(model.named_parameters())
+    pad = pad_id(model.tokenizer)
+    stream = ExampleStream(len(fit), config.seed, "qa")
+
+    def relaxed() -> dict[str, Tensor]:
+        return {n: start[n].float() + (1 - 2 * start[n].float()) * torch.sigmoid(logits[n] - config.sigmoid_bias) for n in names}
+
+    def score(mask: Mask) -> float:
+        set_weights(model, base, tuned, mask)
+        return float(exact_match(model, fit, pad).float().mean() + exact_match(model, heldout, pad).float().mean())
+
+    best = LearnedGraft(mask={n: m.cpu() for n, m in start.items()}, size=0, best_step=0, score=score(start), history=[])
+    best.history.append({"step": 0, "score": best.score, "size": int(sum(m.sum() for m in start.values()))})
+    for step in track(range(1, config.steps + 1), description="graft", disable=not progress):
+        gamma = relaxed()
+        with torch.no_grad():
+            for n in names:
+                parameters[n].copy_(base[n].to(device) + gamma[n] * delta[n])
+        batch = fit.select(stream.take((step - 1) * config.batch_size, config.batch_size))
+        tokens, target_mask = collate(batch, pad, device)
+        model.zero_grad(set_to_none=True)
+        per_example_loss(model(tokens), tokens, target_mask).mean().backward()
+        with torch.no_grad():
+            updates = {n: mask_gradient(start[n], logits[n], parameters[n].grad, delta[n], config.sigmoid_bias) for n in names}
+            largest = max(float(u.abs().max()) for u in updates.values())
+            if largest > 0:
+                for n in names:
+                    logits[n] -= config.lr * updates[n] / largest
+        if step % config.eval_every == 0 or step == config.steps:
+            rounded = {n: torch.round(g).bool() for n, g in relaxed().items()}
+            value = score(rounded)
+            size = int(sum(m.sum() for m in rounded.values()))
+            best.history.append({"step": step, "score": value, "size": size})
+            if value > best.score:
+                best.mask, best.score, best.best_step = {n: m.cpu() for n, m in rounded.items()}, value, step
+    model.zero_grad(set_to_none=True)
+    best.size = int(sum(int(m.sum()) for m in best.mask.values()))
+    set_weights(model, base, tuned, best.mask)
+    return best
+
+
+def graft_examples(world, tokenizer, fraction: float, seed: int) -> tuple[Encoded, Encoded]:
+    """The QA-ID rows of the fitting people and of the held-out people."""
+    rows = world.dataset["qa_id"]
+    fit_people, heldout_people = split_fit_heldout(list(rows["person_id"]), fraction, seed)
+    def encode(people: set[int]) -> Encoded:
+        chosen = rows.filter(lambda row: row["person_id"] in people)
+        return encode_pairs(tokenizer, list(chosen["prompt"]), list(chosen["answer"]))
+    return encode(fit_people), encode(heldout_people)
+
+
+@dataclass(frozen=True)
+class GraftResult(Result):
+    SCHEMA = 2
+    sparsity: float  # the α kept
+    target: float | None
+    target_met: bool | None
+    size: int
+    fraction: float  # |γ|₀ / N
+    parameters: int
+    best_step: int
+    history: tuple[dict[str, float], ...]
+    search: tuple[dict[str, float], ...]  # per α tried: sparsity, size, qa_id, recovered
+    accuracy: dict[str, dict[str, float]]  # grafted / tuned / base → metric → accuracy
+    recovered_qa_id: float
+    by_head: dict[str, list[list[int]]]
+    head_total: list[list[float]]
+    neurons: list[list[int]]
+    shared_size: int | None  # |S|
+    intersection: int | None  # |S ∩ γ|
+    without_shared: dict[str, float] | None  # accuracy of γ ∖ S
+    random_removed: tuple[dict[str, float], ...]  # accuracy of γ minus |S ∩ γ| random elements of γ, per draw
+
+    @property
+    def share_of_graft(self) -> float | None:
+        return None if self.intersection is None else self.intersection / max(self.size, 1)
+
+    @property
+    def chance_share(self) -> float | None:
+        """|S ∩ γ|/|γ| expected if γ ignored S: |S| / N."""
+        return None if self.shared_size is None else self.shared_size / self.parameters
+
+    def drop_without_shared(self, metric: str) -> float | None:
+        return None if self.without_shared is None else self.accuracy["grafted"][metric] - self.without_shared[metric]
+
+    def drop_random_removed(self, metric: str) -> float | None:
+        if not self.random_removed:
+            return None
+        return statistics.fmean(self.accuracy["grafted"][metric] - draw[metric] for draw in self.random_removed)
+
+    def drop_random_spread(self, metric: str) -> float | None:
+        if not self.random_removed:
+            return None
+        drops = [self.accuracy["grafted"][metric] - draw[metric] for draw in self.random_removed]
+        return statistics.pstdev(drops) if len(drops) > 1 else 0.0
+
+
+def mask_counts(index: ParameterIndex, mask: Mask) -> dict[str, Any]:
+    flat = index.flatten(mask)
+    by_head = index.count_by_head(flat)
+    return {
+        "by_head": {component: counts.tolist() for component, counts in by_head.items()},
+        "head_total": index.head_totals(by_head).tolist(),
+        "neurons": index.count_by_neuron(flat).tolist(),
+    }
+
+
+def random_subset(mask: Mask, count: int, seed: int) -> Mask:
+    """``count`` elements of ``mask`` drawn uniformly (seeded)."""
+    names = list(mask)
+    flat = torch.cat([mask[n].reshape(-1) for n in names])
+    chosen = torch.zeros_like(flat)
+    members = flat.nonzero().squeeze(-1)
+    picked = members[torch.randperm(members.numel(), generator=torch.Generator().manual_seed(seed))[:count]]
+    chosen[picked] = True
+    result, offset = {}, 0
+    for n in names:
+        size = mask[n].numel()
+        result[n] = chosen[offset : offset + size].reshape(mask[n].shape)
+        offset += size
+    return result
+
+
+def run(run: Run, config: GraftConfig, device: str, progress: bool) -> GraftResult:
+    from mechrecall.findings.shared import read_shared_mask
+
+    model = run.load_model("tuned", device=device)
+    index = ParameterIndex.from_spec(run.spec())
+    base, tuned = run.directory.load_tensors(BASE, device=device), run.directory.load_tensors(TUNED, device=device)
+    world = run.world()
+    evaluator = accuracy_evaluator(model.tokenizer, world.dataset)
+    tuned_accuracy = evaluator(model)
+    fit, heldout = graft_examples(world, model.tokenizer, config.heldout_fraction, config.seed)
+    search = []
+    for sparsity in config.grid():
+        attempt = GraftConfig(**{**config.__dict__, "sparsity": sparsity})
+        learned = learn_graft(model, index, base, tuned, fit, heldout, attempt, progress=progress)
+        grafted = evaluator(model)
+        recovered = grafted["qa_id"] / max(tuned_accuracy["qa_id"], 1e-12)
+        search.append({"sparsity": sparsity, "size": learned.size, "qa_id": grafted["qa_id"], "recovered": recovered})
+        if config.target is None or recovered >= config.target:
+            break
+    set_weights(model, base, tuned, {n: torch.zeros_like(m) for n, m in learned.mask.items()})
+    base_accuracy = evaluator(model)
+    shared_size = intersection = None
+    without_shared = None
+    random_removed: list[dict[str, float]] = []
+    if config.with_shared:
+        shared = read_shared_mask(run, index)
+        shared_size, intersection = mask_size(shared), overlap(learned.mask, shared)
+        set_weights(model, base, tuned, difference(learned.mask, shared))
+        without_shared = evaluator(model)
+        for draw in range(config.control_draws if intersection else 0):
+            removed = random_subset(learned.mask, intersection, config.seed * 1_000 + draw)
+            set_weights(model, base, tuned, difference(learned.mask, removed))
+            random_removed.append(evaluator(model))
+    set_weights(model, base, tuned, learned.mask)
+    run.directory.save_tensors(GRAFT, to_stored(learned.mask), metadata={"sparsity": repr(search[-1]["sparsity"])})
+    return GraftResult(
+        sparsity=search[-1]["sparsity"], target=config.target,
+        target_met=None if config.target is None else search[-1]["recovered"] >= config.target,
+        size=learned.size, fraction=learned.size / index.numel, parameters=index.numel, best_step=learned.best_step,
+        history=tuple(learned.history), search=tuple(search),
+        accuracy={"grafted": grafted, "tuned": tuned_accuracy, "base": base_accuracy}, recovered_qa_id=search[-1]["recovered"],
+        shared_size=shared_size, intersection=intersection, without_shared=without_shared, random_removed=tuple(random_removed),
+        **mask_counts(index, learned.mask),
+    )
+
+
+def read_graft(run: Run, index: ParameterIndex) -> Mask:
+    if GRAFT not in run.directory.manifest["files"]:
+        raise ArtifactError(f"{run.path} has no {GRAFT}: run `mechrecall graft {run.path}` first")
+    try:
+        return from_stored(run.directory.load_tensors(GRAFT), index)
+    except ValueError:
+        raise ArtifactError(f"{run.path / GRAFT} is a mask of another model: run `mechrecall graft {run.path}` again") from None
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def _graft(r) -> GraftResult | None:
+    return r.result("graft")
+
+
+def _grafts_recover(groups: Groups) -> tuple[bool, str]:
+    runs = [r for rs in groups.values() for r in rs]
+    failed = [r for r in runs if _graft(r) and _graft(r).target_met is False]
+    target = next((_graft(r).target for r in runs if _graft(r)), 0.9)
+    return not failed, f"the graft recovered less than {100 * (target or 0):.0f}% of θ_task's QA-ID accuracy in {len(failed)} run(s): |γ| describes a failed graft"
+
+
+def section(groups: Groups) -> Section | None:
+    runs = [r for rs in groups.values() for r in rs]
+    if not runs or not all(_graft(r) for r in runs):
+        return None
+    section = Section(
+        "graft", "Grafting",
+        "γ: the smallest searched mask with θ_pre + γ ⊙ (θ_task − θ_pre) recovering the target share of θ_task's QA-ID accuracy. "
+        "Controls: |S ∩ γ|/|γ| beside its chance level |S|/N; removing S from γ beside removing as many random elements of γ.",
+        finding="mixed training grafts into fewer parameters that hold more of S",
+    )
+    recovered = _grafts_recover(groups)
+    both = "mixed" in groups and "two-stage" in groups
+    fraction = lambda r: _graft(r).fraction  # noqa: E731
+    verdict = no_claim()
+    if both:
+        verdict = compare_strategies(estimate(groups["mixed"], fraction), estimate(groups["two-stage"], fraction), 5e-6,
+                                     larger=False, mixed_needs_effect=False, preconditions=[recovered], paired=across(groups, fraction))
+    section.rows.append(row(groups, "|γ|₀ share of parameters", "0.10–0.13% vs 0.18–0.50%", "pct3", fraction, verdict=verdict))
+    section.rows.append(row(groups, "QA-ID accuracy recovered by γ (share of θ_task's)", "precondition: most of it", "pct",
+                            lambda r: _graft(r).recovered_qa_id, lambda r: _graft(r).target))
+    share = lambda r: _graft(r).share_of_graft  # noqa: E731
+    chance = lambda r: _graft(r).chance_share  # noqa: E731
+    excess = lambda r: None if share(r) is None else share(r) - chance(r)  # noqa: E731
+    verdict = no_claim()
+    if both and estimate(groups["mixed"], excess) and estimate(groups["two-stage"], excess):
+        verdict = compare_strategies(estimate(groups["mixed"], excess), estimate(groups["two-stage"], excess), 5e-4,
+                                     preconditions=[recovered], paired=across(groups, excess))
+    section.rows.append(row(groups, "|S ∩ γ|₀ / |γ|₀ (control: chance |S|/N)", "11.0% vs 3.9%", "pct", share, chance, verdict))
+    drop = lambda r: _graft(r).drop_without_shared("qa_id")  # noqa: E731
+    control = lambda r: _graft(r).drop_random_removed("qa_id")  # noqa: E731
+    excess_drop = lambda r: None if drop(r) is None or control(r) is None else drop(r) - control(r)  # noqa: E731
+    verdict = no_claim()
+    if both and estimate(groups["mixed"], excess_drop) and estimate(groups["two-stage"], excess_drop):
+        verdict = compare_strategies(
+            estimate(groups["mixed"], excess_drop, lambda r: _graft(r).drop_random_spread("qa_id")),
+            estimate(groups["two-stage"], excess_drop, lambda r: _graft(r).drop_random_spread("qa_id")), 5e-4,
+            preconditions=[recovered, above_chance(groups, "mixed", "qa_id"), above_chance(groups, "two-stage", "qa_id")],
+        )
+    section.rows.append(row(groups, "QA-ID drop (points) when S is removed from γ (control: as many random elements of γ)",
+                            "58–60 vs 28 points", "points", drop, control, verdict, control_within=lambda r: _graft(r).drop_random_spread("qa_id")))
+    section.rows = [r for r in section.rows if r is not None]
+    return section
+
+
+def describe(result: GraftResult) -> list[str]:
+    lines = [f"α = {result.sparsity:g}: |γ|₀ = {result.size:,} ({100 * result.fraction:.3f}% of parameters), best step {result.best_step}"]
+    for name, values in result.accuracy.items():
+        lines.append(f"  {name:<8} " + "  ".join(f"{m} {100 * values[m]:5.1f}%" for m in METRICS))
+    lines.append(f"QA-ID recovered: {100 * result.recovered_qa_id:.1f}%" + ("" if result.target is None else f" (target {100 * result.target:.0f}%: {'met' if result.target_met else 'NOT met'})"))
+    if result.intersection is not None:
+        lines.append(f"|S ∩ γ|/|γ| = {100 * result.share_of_graft:.2f}% (chance |S|/N = {100 * result.chance_share:.2f}%)")
+        drop, control = result.drop_without_shared("qa_id"), result.drop_random_removed("qa_id")
+        lines.append(f"γ ∖ S: QA-ID drop {100 * drop:.1f} points" + ("" if control is None else f" (random removal of as many: {100 * control:.1f})"))
+    return lines
+
+
+ANALYSIS = Analysis(
+    name="graft",
+    summary="Grafting: the smallest sparse mask γ recovering θ_task's QA-ID accuracy, its overlap with S, and γ without S.",
+    config=GraftConfig,
+    result=GraftResult,
+    reads=lambda config: (BASE, TUNED, "shared_mask.safetensors") if config.with_shared else (BASE, TUNED),
+    writes=lambda config: (GRAFT,),
+    run=run,
+    section=section,
+    from_study=lambda study: GraftConfig(target=study.analysis.graft_target, steps=study.analysis.graft_steps,
+                                         control_draws=study.analysis.control_draws),
+    describe=describe,
+    example="mechrecall graft runs/mix --target 0.9",
+)

@@ -1,0 +1,98 @@
+"""Verdict rules on constructed numbers: each can say agrees, does not agree, not measurable."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mechrecall.report import Section, finding_verdict, gap_section
+from mechrecall.report.table import Row, RunFacts
+from mechrecall.report.verdicts import (
+    AGREES, DISAGREES, NO_CLAIM, NOT_MEASURABLE, Estimate, Verdict, against_control, at_least, compare_strategies,
+)
+
+
+def E(*values: float, within: tuple[float, ...] = ()) -> Estimate:
+    return Estimate.of(list(values), within)
+
+
+def test_estimates_pool_seed_and_draw_spreads() -> None:
+    e = E(0.5, 0.7)
+    assert e.mean == pytest.approx(0.6) and e.spread == pytest.approx(0.1) and e.n == 2
+    assert E(0.5, within=(0.3,)).spread == pytest.approx(0.3)  # one seed, its draws' spread
+    both = E(0.5, 0.7, within=(0.1, 0.1))
+    assert both.spread == pytest.approx(math.sqrt(0.1**2 + 0.1**2))
+    difference = E(0.5, 0.7).minus(E(0.1, 0.3))
+    assert difference.mean == pytest.approx(0.4) and difference.spread == pytest.approx(math.hypot(0.1, 0.1))
+
+
+def test_compare_strategies_agrees_only_beyond_the_combined_spread() -> None:
+    assert compare_strategies(E(0.50, 0.54, 0.52), E(0.10, 0.12, 0.08), 5e-4).kind == AGREES
+    # the same means with seed noise as large as the gap: within the spread
+    within = compare_strategies(E(0.2, 0.6, 0.4), E(0.0, 0.6, 0.3), 5e-4)
+    assert within.kind == DISAGREES and "within the spread" in within.reason
+    reversed_ = compare_strategies(E(0.30, 0.32, 0.31), E(0.50, 0.52, 0.51), 5e-4)
+    assert reversed_.kind == DISAGREES and "reversed" in reversed_.reason
+    # the study's direction can be "smaller" (a sparser graft)
+    assert compare_strategies(E(0.001, 0.0011, 0.0012), E(0.004, 0.0041, 0.0039), 5e-6, larger=False, mixed_needs_effect=False).kind == AGREES
+
+
+def test_the_control_can_explain_an_effect_away() -> None:
+    # mixed's excess over its control is nothing: "agrees in direction" is not enough
+    verdict = compare_strategies(E(0.001, -0.002, 0.0005), E(-0.3, -0.31, -0.29), 5e-4)
+    assert verdict.kind == DISAGREES and "control explains it" in verdict.reason
+    # a random reset hurts as much as resetting S: does not agree
+    verdict = against_control(E(0.934, 0.93, 0.94), E(0.879, 0.90, 0.87, within=(0.05, 0.05, 0.05)), 5e-4)
+    assert verdict.kind == DISAGREES and "within the spread" in verdict.reason
+    assert against_control(E(0.9, 0.92, 0.91), E(0.1, 0.12, 0.11), 5e-4).kind == AGREES
+    assert against_control(E(0.1, 0.12), E(0.9, 0.91), 5e-4).kind == DISAGREES
+
+
+def test_a_failed_precondition_makes_a_row_not_measurable() -> None:
+    verdict = compare_strategies(E(0.5, 0.52), E(0.1, 0.11), 5e-4, preconditions=[(True, "fine"), (False, "the graft failed")])
+    assert verdict == Verdict(NOT_MEASURABLE, "the graft failed")
+    assert against_control(E(0.9, 0.9), E(0.1, 0.1), 5e-4, preconditions=[(False, "at chance")]).kind == NOT_MEASURABLE
+
+
+def test_one_seed_without_draws_cannot_be_judged_however_large() -> None:
+    verdict = compare_strategies(E(0.55), E(0.02), 5e-4)
+    assert verdict.kind == NOT_MEASURABLE and "--seeds" in verdict.reason
+    # one seed whose control has random draws has a spread: judged
+    assert against_control(E(0.9), E(0.1, within=(0.02,)), 5e-4).kind == AGREES
+
+
+def test_thresholds_use_the_spread() -> None:
+    assert at_least(E(0.7, 0.72), 0.6).kind == AGREES
+    assert at_least(E(0.5, 0.52), 0.6).kind == DISAGREES
+    assert at_least(E(0.55, 0.65), 0.6).kind == DISAGREES  # straddles it
+
+
+def facts(strategy: str, seed: int, bio: float, qa_ood: float, chance: float = 0.03) -> RunFacts:
+    return RunFacts(f"s{seed}/{strategy}", strategy, seed, {"bio": bio, "qa_id": 1.0, "qa_ood": qa_ood},
+                    {"bio": chance, "qa_id": chance, "qa_ood": chance}, None, {})
+
+
+def test_the_gap_is_not_measurable_when_the_two_stage_model_forgot_its_facts() -> None:
+    forgot = {"mixed": [facts("mixed", s, 0.99, 0.55 + s / 100) for s in range(3)],
+              "two-stage": [facts("two-stage", s, 0.03, 0.02) for s in range(3)]}
+    row = next(r for r in gap_section(forgot).rows if r.measure.startswith("QA-OOD"))
+    assert row.verdict.kind == NOT_MEASURABLE and "forgetting" in row.verdict.reason
+    kept = {"mixed": forgot["mixed"], "two-stage": [facts("two-stage", s, 0.95, 0.20 + s / 100) for s in range(3)]}
+    row = next(r for r in gap_section(kept).rows if r.measure.startswith("QA-OOD"))
+    assert row.verdict.kind == AGREES
+    assert row.control["mixed"] == "3.0 ± 0.0%"  # the chance level stands beside it
+    small = {"mixed": [facts("mixed", s, 0.99, 0.21 + s / 100) for s in range(3)], "two-stage": kept["two-stage"]}
+    row = next(r for r in gap_section(small).rows if r.measure.startswith("QA-OOD"))
+    assert row.verdict.kind == DISAGREES
+
+
+def test_a_finding_agrees_only_when_every_claimed_row_does() -> None:
+    def section(*kinds: str) -> Section:
+        return Section("x", "x", "", [Row(f"r{i}", "", {}, {}, Verdict(k, "")) for i, k in enumerate(kinds)], finding="f")
+
+    assert finding_verdict(section(AGREES, AGREES, NO_CLAIM)).kind == AGREES
+    assert finding_verdict(section(AGREES, DISAGREES)).kind == DISAGREES
+    assert finding_verdict(section(AGREES, NOT_MEASURABLE)).kind == NOT_MEASURABLE
+    assert finding_verdict(section(NOT_MEASURABLE, DISAGREES)).kind == DISAGREES
+    assert finding_verdict(section(NO_CLAIM)) is None
