@@ -75,14 +75,47 @@ def test_bad_world_options(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_needs_overwrite(world_dir: Path, tmp_path: Path) -> None:
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_existing_output_needs_overwrite_and_overwrite_only_replaces_what_mechrecall_made(
+    world_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
+    (tmp_path / "taken" / "sub").mkdir()
+    (tmp_path / "a-file").write_text("mine too")
     _one_line_error(_run("data", "--people", "4", "--out", tmp_path / "taken"), "already exists")
     _one_line_error(_run("train", world_dir, "--out", tmp_path / "taken", "--model", "micro"), "already exists")
-    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
-    result = _run("data", "--people", "4", "--out", tmp_path / "taken", "--overwrite")
-    assert result.exit_code == 0 and not (tmp_path / "taken" / "notes.txt").exists()
+    _one_line_error(_run("data", "--people", "4", "--out", tmp_path / "taken", "--overwrite"), "not a mechrecall directory, not a world directory; it was left alone")
+    _one_line_error(_run("data", "--people", "4", "--out", tmp_path / "a-file", "--overwrite"), "it is a file")
+    _one_line_error(_run("data", "--people", "4", "--out", tmp_path / "a-file" / "sub"), "is a file, not a folder")
+    monkeypatch.chdir(tmp_path / "taken")
+    _one_line_error(_run("data", "--people", "4", "--out", ".", "--overwrite"), "is the working directory")
+    _one_line_error(_run("data", "--people", "4", "--out", "", "--overwrite"), "is the working directory")
+    _one_line_error(_run("data", "--people", "4", "--out", tmp_path, "--overwrite"), "holds it")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "taken")
+    _one_line_error(_run("data", "--people", "4", "--out", tmp_path / "link", "--overwrite"), "symbolic link")
+    world_copy = tmp_path / "world"
+    shutil.copytree(world_dir, world_copy)
+    kept = _snapshot(world_copy)
+    _one_line_error(_run("train", world_copy, "--out", world_copy, "--model", "micro", "--overwrite"), "an input of this command")
+    _one_line_error(_run("train", world_copy, "--out", tmp_path, "--model", "micro", "--overwrite"), "holds it")
+    assert _snapshot(world_copy) == kept
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine" and (tmp_path / "a-file").read_text() == "mine too"
+    # a world over a world: replaced, and a bad option first leaves the old run whole
+    result = _run("data", "--people", "4", "--seed", "5", "--out", world_copy, "--overwrite")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert _run("train", world_dir, "--out", run, "--model", "micro", "--steps", "3", "--batch-size", "4", "--no-progress").exit_code == 0
+    before = _snapshot(run)
+    _one_line_error(_run("train", world_dir, "--out", run, "--model", "micro", "--overwrite", "--dtype", "int8"), "unknown dtype 'int8'")
+    _one_line_error(_run("train", world_dir, "--out", run, "--model", "micro", "--overwrite", "--lr", "nan"), "lr must be a positive number")
+    assert _snapshot(run) == before
+    _one_line_error(_run("train", world_dir, "--out", world_dir, "--model", "micro", "--overwrite"), "input of this command")
+    _one_line_error(_run("data", "--people", "4", "--out", run, "--overwrite"), "a mechrecall run directory, not a world directory")
 
 
 def test_a_run_of_another_config_is_not_resumed(mixed_run: mr.Run, world_dir: Path, tmp_path: Path) -> None:

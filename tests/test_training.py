@@ -83,15 +83,41 @@ def test_interrupted_run_resumes_to_the_same_weights(strategy: str, world_dir: P
 
     with pytest.raises(Interrupt):
         mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash_at_step_24)
-    assert (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "cut" / "model.safetensors").exists()
+    assert (tmp_path / "cut" / "checkpoint.safetensors").exists() and not (tmp_path / "cut" / "model.safetensors").exists()
     resumed = mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False)
     expected, actual = _tensors(whole.path), _tensors(resumed.path)
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     assert resumed.metrics() == whole.metrics()
-    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert not (tmp_path / "cut" / "checkpoint.safetensors").exists()
     if strategy == "two-stage":
         assert resumed.directory.manifest["training"]["phase_ends"] == [20, 40]
+
+
+def test_a_checkpoint_never_runs_code(world_dir: Path, tmp_path: Path) -> None:
+    """A run folder received from someone else: a pickle with a payload is never unpickled (old
+    checkpoint.pt files are not read at all), and one under the checkpoint's name is refused."""
+    config = mr.TrainConfig(strategy="mixed", steps=20, **{**FAST_TRAIN, "checkpoint_every": 5})
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    def crash(state) -> None:
+        if state.step == 10:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash)
+    torch.save({"x": Payload()}, tmp_path / "cut" / "checkpoint.pt")
+    resumed = mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    assert resumed.is_trained and not (tmp_path / "pwned").exists()
+    with pytest.raises(Interrupt):
+        mr.train_run(world_dir, tmp_path / "cut2", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash)
+    torch.save({"x": Payload()}, tmp_path / "cut2" / "checkpoint.safetensors")
+    with pytest.raises(mr.MechrecallError, match="is not a readable training checkpoint"):
+        mr.train_run(world_dir, tmp_path / "cut2", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_kill_9_then_the_same_command_resumes(world_dir: Path, tmp_path: Path) -> None:
@@ -103,7 +129,7 @@ def test_kill_9_then_the_same_command_resumes(world_dir: Path, tmp_path: Path) -
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
+    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "training finished before it could be killed"
     os.kill(process.pid, signal.SIGKILL)

@@ -244,12 +244,53 @@ class ArtifactDir:
         self.record(relative)
 
 
-def prepare_output(path: Path, overwrite: bool) -> None:
-    """Refuse an existing output path unless ``overwrite``, in which case remove it."""
-    if path.exists():
-        if not overwrite:
-            raise RunDirError(f"{path} already exists: choose another --out or pass --overwrite to replace it")
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+def check_output(path: Path, overwrite: bool, kind: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output path that mechrecall may not write (nothing on disk is touched here).
+
+    A new path is fine if its parent is not a file. An existing one needs ``overwrite`` and must
+    be a mechrecall directory of the same ``kind`` (its manifest says so): never a file, a
+    symbolic link, a folder of someone else's, the working directory or one of its parents, an
+    input of the command or a folder holding one."""
+    path = Path(path)
+    if str(path).strip() in ("", "."):
+        raise RunDirError(f"--out {str(path)!r} is the working directory: give a new folder for the output")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise RunDirError(f"--out {path}: {parent} is a file, not a folder")
+    if len(path.name.encode()) > 255:
+        raise RunDirError(f"--out {path}: the name is longer than the file system allows")
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise RunDirError(f"{path} already exists: choose another --out or pass --overwrite to replace it")
+    if path.is_symlink():
+        raise RunDirError(f"--overwrite {path}: it is a symbolic link; mechrecall only replaces folders it made")
+    if not path.is_dir():
+        raise RunDirError(f"--overwrite {path}: it is a file, not a mechrecall {kind} directory; it was left alone")
+    resolved, here = path.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise RunDirError(f"--overwrite {path}: it is the working directory or holds it; give the {kind} directory itself")
+    for source in inputs:
+        source = Path(source).resolve()
+        if source == resolved or resolved in source.parents:
+            raise RunDirError(f"--overwrite {path}: it is, or holds, an input of this command ({source}); choose another --out")
+    manifest = path / MANIFEST
+    try:
+        found = json.loads(manifest.read_text()).get("kind") if manifest.is_file() else None
+    except (json.JSONDecodeError, OSError, AttributeError):
+        found = None
+    if found != kind:
+        what = f"a mechrecall {found} directory" if found else "not a mechrecall directory"
+        raise RunDirError(f"--overwrite {path}: it is {what}, not a {kind} directory; it was left alone")
+
+
+def swap_into_place(staging: Path, out: Path) -> None:
+    """Move a complete ``staging`` folder to ``out``; an existing ``out`` (already checked by
+    :func:`check_output`) is replaced only now, once the new one is whole."""
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, retired / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)

@@ -3,7 +3,7 @@
 Layout of a run (see DESIGN.md): ``manifest.json``, ``data/`` (the world it was trained on),
 ``model.json`` (the architecture spec), ``tokenizer/`` (checkpoint tokenizers; models built here
 use ``data/tokenizer.json``), ``base.safetensors`` (θ_pre), ``model.safetensors`` (θ_task),
-``train_log.json``, ``metrics.json``; ``checkpoint.pt`` only while training is unfinished.
+``train_log.json``, ``metrics.json``; ``checkpoint.safetensors`` only while training is unfinished.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from transformer_lens import HookedTransformer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mechrecall import models
-from mechrecall.artifacts import ArtifactDir, prepare_output
+from mechrecall.artifacts import ArtifactDir, check_output, swap_into_place
 from mechrecall.config import ModelConfig, TrainConfig, from_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
@@ -32,7 +32,7 @@ from mechrecall.training import StepCallback, TrainingTracer, train
 
 BASE = "base.safetensors"
 TUNED = "model.safetensors"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.safetensors"  # safetensors + JSON: never a pickle
 TRAINING_TRACE = "trace_training.safetensors"
 
 
@@ -159,7 +159,7 @@ def _create_run(
         directory.save_tensors(BASE, models.trainable_state(model))
         directory.mark("training")
         os.chmod(staging, 0o755)
-        os.replace(staging, out)
+        swap_into_place(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -214,7 +214,7 @@ def train_run(
             models.resolve_checkpoint(model_config.name)  # fail before anything is written
         elif model_config.source == "run" and not open_run(model_config.name).is_trained:
             raise RunDirError(f"the base run {model_config.name} is not finished: train it first")
-        prepare_output(out, overwrite)
+        check_output(out, overwrite, "run", inputs=(Path(world_path),) + ((Path(model_config.name),) if model_config.source == "run" else ()))
         seeds = {"world": world.config.seed, "model_init": model_config.seed, "train": train_config.seed}
         _create_run(out, world_dir, world, config, model_config, seeds, device)
     run = open_run(out)

@@ -13,6 +13,7 @@ state and a few counters, and a run resumed from one equals the uninterrupted ru
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -136,19 +137,59 @@ class TrainingTracer:
 def save_checkpoint(
     path: Path, model: HookedTransformer, optimizer: torch.optim.Optimizer, state: TrainState, tracer: TrainingTracer | None = None
 ) -> None:
-    payload = {
-        "state": asdict(state),
-        "model": {name: p.detach().cpu() for name, p in model.named_parameters()},
-        "optimizer": optimizer.state_dict(),
-    }
+    """Weights, optimizer state and trace as safetensors; the counters and the optimizer's
+    hyperparameters as JSON in its header. Nothing in it is executable (no pickle): a checkpoint
+    received from someone else can be resumed safely."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model/{name}": p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    saved = optimizer.state_dict()
+    for index, values in saved["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    metadata = {"format": "mechrecall-checkpoint-1", "state": json.dumps(asdict(state)), "param_groups": json.dumps(saved["param_groups"])}
     if tracer is not None:
-        payload["trace"] = {"tensors": tracer.accumulator.tensors(), "examples": tracer.accumulator.examples}
+        tensors.update({f"trace/{key}": t.contiguous() for key, t in tracer.accumulator.tensors().items()})
+        metadata["trace_examples"] = json.dumps(tracer.accumulator.examples)
     with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def load_checkpoint(path: Path, device: str) -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=False)
+    """A checkpoint written by :func:`save_checkpoint` (safetensors and JSON only), or one clear
+    error when the file is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    from mechrecall.errors import ArtifactError
+
+    try:
+        with safe_open(str(path), framework="pt", device=device) as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        if metadata.get("format") != "mechrecall-checkpoint-1":
+            raise ValueError("not a mechrecall checkpoint")
+        state = json.loads(metadata["state"])
+        groups = json.loads(metadata["param_groups"])
+        optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, tensor in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                optimizer_state.setdefault(int(index), {})[name] = tensor
+        trace = None
+        if "trace_examples" in metadata:
+            trace = {"tensors": {k[len("trace/"):]: t for k, t in tensors.items() if k.startswith("trace/")},
+                     "examples": json.loads(metadata["trace_examples"])}
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        raise ArtifactError(
+            f"{path} is not a readable training checkpoint ({str(error).splitlines()[0] if str(error) else type(error).__name__}): "
+            "delete it to train the run from its start, or pass --overwrite"
+        ) from None
+    return {
+        "state": state,
+        "model": {k[len("model/"):]: t for k, t in tensors.items() if k.startswith("model/")},
+        "optimizer": {"state": optimizer_state, "param_groups": groups},
+        "trace": trace,
+    }
 
 
 StepCallback = Callable[[TrainState], None]

@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
 
-from mechrecall.artifacts import ArtifactDir, prepare_output
+from mechrecall.artifacts import ArtifactDir, check_output, swap_into_place
 from mechrecall.config import WorldConfig, from_dict, to_dict
 from mechrecall.data.render import SPLITS, build_world, dataset_fingerprint
 from mechrecall.data.tokenizer import build_world_tokenizer, load_world_tokenizer, save_world_tokenizer
@@ -54,7 +54,7 @@ def write_world_data(world: World, directory: ArtifactDir) -> None:
 def save_world(world: World, out: Path, overwrite: bool = False) -> ArtifactDir:
     """Write a world directory atomically: built in a temporary sibling, renamed when complete."""
     out = Path(out)
-    prepare_output(out, overwrite)
+    check_output(out, overwrite, "world")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -62,7 +62,7 @@ def save_world(world: World, out: Path, overwrite: bool = False) -> ArtifactDir:
         write_world_data(world, directory)
         directory.mark("complete", fingerprint=world.fingerprint, rows={k: len(v) for k, v in world.dataset.items()})
         os.chmod(staging, 0o755)
-        os.replace(staging, out)
+        swap_into_place(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
