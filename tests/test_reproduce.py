@@ -18,10 +18,10 @@ from mechrecall_cli.app import app
 
 import torch
 
-STEPS_PER_RUN = ("train", "shared", "graft", "ablate", "heads", "attention", "patch")
+STEPS_PER_RUN = ("train", "shared", "graft", "ablate", "heads", "neurons", "attention", "patch")
 SECTIONS = (
     "The strategy gap", "Shared parameters", "Grafting", "Shared ablation against random", "Attention heads",
-    "Attention patterns", "Activation patching",
+    "MLP neurons (not in the study)", "Attention patterns", "Activation patching",
 )
 VERDICTS = ("agrees", "does not agree", "not measurable", "no claim")
 
@@ -115,7 +115,7 @@ def test_changed_option_reruns_only_what_depends_on_it(study: Path, tmp_path: Pa
     for path, before in masks.items():
         assert f"{path}/graft" in ran
         assert (f"{path}/heads" in ran) == ((copy / path / "graft.safetensors").read_bytes() != before)
-    assert {i.split("/")[-1] for i in ran} <= {"graft", "heads", "report"}
+    assert {i.split("/")[-1] for i in ran} <= {"graft", "heads", "report"}  # not neurons: it reads S, not γ
 
 
 def test_interrupted_study_resumes(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,7 +164,7 @@ def test_cli_says_when_nothing_is_left_to_do(study: Path, tmp_path: Path) -> Non
     args = ["reproduce", "--preset", "micro", "--out", str(copy), "--seeds", "2", "--no-progress", "--device", "cpu", "--figures", str(tmp_path / "figs")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "nothing to do: all 33 steps are cached" in result.output
+    assert "nothing to do: all 37 steps are cached" in result.output
     assert "mixed training extracts facts of unseen people" in result.output and (tmp_path / "figs" / "report.html").is_file()
 
 

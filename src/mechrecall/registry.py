@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mechrecall.analysis import Analysis
 from mechrecall.errors import ConfigError
-from mechrecall.findings import ablate, attention, graft, heads, patching, shared, trace
+from mechrecall.findings import ablate, attention, graft, heads, neurons, patching, shared, trace
 
 ANALYSES: tuple[Analysis, ...] = (
     trace.ANALYSIS,
@@ -17,6 +17,7 @@ ANALYSES: tuple[Analysis, ...] = (
     graft.ANALYSIS,
     ablate.ANALYSIS,
     heads.ANALYSIS,
+    neurons.ANALYSIS,
     attention.ANALYSIS,
     patching.ANALYSIS,
 )
