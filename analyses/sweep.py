@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 per process when sweeps run side by side)")
     parser.add_argument("--table-only", action="store_true", help="print the table of --root's results.json, train nothing")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table (and each trial's settings) as markdown")
     args = parser.parse_args()
     if args.threads is not None:
         import torch
@@ -61,7 +62,7 @@ def main() -> None:
         "2s BIO stage 1": "two-stage/bio_after_stage1", "2s BIO": "two-stage/bio", "2s QA-ID": "two-stage/qa_id",
         "2s QA-OOD": "two-stage/qa_ood", "gap": "gap", "chance": "mixed/chance_qa_ood",
         "mixed ‖Δθ‖/‖θ‖": "mixed/relative_update", "2s ‖Δθ‖/‖θ‖": "two-stage/relative_update",
-        "mixed reset 1%": "mixed/reset_survival", "2s reset 1%": "two-stage/reset_survival",
+        "mixed QA-OOD kept, 1% reset": "mixed/reset_survival", "2s QA-OOD kept, 1% reset": "two-stage/reset_survival",
     }
     table.add_column("trial")
     for column in [*columns, "seeds", "train s"]:
@@ -74,6 +75,18 @@ def main() -> None:
         table.add_row(entry["trial"], *[cell(entry, k) for k in columns.values()], str(entry["seeds"]), f"{entry['train_seconds']:.0f}")
     Console(width=260).print(table)
     print(json.dumps({t.name: t.overrides for t in trials}))
+    if args.markdown is not None:
+        from mechrecall.artifacts import atomic_path
+
+        settings = {row["trial"]: row["overrides"] for row in rows}
+        lines = ["| trial | " + " | ".join(columns) + " | seeds | train s |", "|---" * (len(columns) + 3) + "|"]
+        for entry in summary:
+            lines.append(f"| {entry['trial']} | " + " | ".join(cell(entry, k) for k in columns.values())
+                         + f" | {entry['seeds']} | {entry['train_seconds']:.0f} |")
+        lines += ["", "Settings of each trial (overrides of the preset):", ""]
+        lines += [f"- `{name}`: `{json.dumps(values)}`" for name, values in settings.items()]
+        with atomic_path(args.markdown) as temporary:
+            temporary.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -245,12 +245,44 @@ def reproduce(
 
 
 @app.command()
-def presets() -> None:
-    """List the named presets."""
-    from mechrecall.config import PRESETS
+@reports_errors
+def presets(show: str | None = typer.Option(None, "--show", help="list every setting of this preset that --set accepts, with its value")) -> None:
+    """List the named presets; with --show NAME, every setting `reproduce --set` accepts.
 
-    for name, study in PRESETS.items():
-        console.print(f"[bold]{name}[/bold]: {study.description}")
+    Example: mechrecall presets --show tiny"""
+    import dataclasses
+
+    from mechrecall.config import PRESETS, get_preset
+
+    if show is None:
+        for name, study in PRESETS.items():
+            console.print(f"[bold]{name}[/bold]: {study.description}")
+        return
+    study = get_preset(show)
+    table = Table(title=f"{show}: settings for `mechrecall reproduce --preset {show} --set KEY=VALUE`")
+    for column in ("part", "key", "value"):
+        table.add_column(column)
+    for part in ("world", "model", "train", "analysis", "base"):
+        config = getattr(study, part)
+        for f in dataclasses.fields(config):
+            if f.name in ("seed", "strategy"):
+                continue  # seeds come from --seeds / --seed; reproduce trains both strategies
+            key = ("base" if f.name == "recipe" else f"base_{f.name}") if part == "base" else f.name
+            table.add_row(part, key, json.dumps(getattr(config, f.name)))
+    console.print(table)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mechrecall import __version__
+
+        console.print(f"mechrecall {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit")) -> None:
+    """Mechanistic interpretability of fact recall: synthetic biographies, mixed vs two-stage training."""
 
 
 def print_metrics(results: dict[str, dict[str, Any]]) -> None:

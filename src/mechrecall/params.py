@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -176,16 +177,17 @@ class ParameterIndex:
         }
         for slot in self.slots:
             if slot.component in COMPONENTS and slot.layer is not None:
-                selected = mask[slot.offset : slot.offset + slot.numel].reshape(slot.shape)
-                counts[slot.component][slot.layer] += selected.reshape(slot.shape[0], -1).sum(-1)
+                selected = mask[slot.offset : slot.offset + slot.numel].reshape(slot.shape).long()
+                counts[slot.component][slot.layer] += einops.reduce(selected, "head ... -> head", "sum")
         return counts
 
     def count_by_neuron(self, mask: Bool[Tensor, " n"]) -> Int[Tensor, "layer neuron"]:
         counts = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.long)
         for slot in self.slots:
             if slot.component == "mlp" and slot.layer is not None and slot.unit_dim is not None:
-                selected = mask[slot.offset : slot.offset + slot.numel].reshape(slot.shape)
-                counts[slot.layer] += selected.transpose(0, slot.unit_dim).reshape(slot.shape[slot.unit_dim], -1).sum(-1)
+                selected = mask[slot.offset : slot.offset + slot.numel].reshape(slot.shape).long()
+                pattern = {0: "neuron ... -> neuron", 1: "d_model neuron -> neuron"}[slot.unit_dim]
+                counts[slot.layer] += einops.reduce(selected, pattern, "sum")
         return counts
 
     def head_totals(self, by_head: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
