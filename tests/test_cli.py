@@ -157,3 +157,54 @@ def test_eval_of_an_unfinished_run(world_dir: Path, tmp_path: Path) -> None:
 def test_usage_errors_exit_with_code_2(tmp_path: Path) -> None:
     result = _run("train", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "Missing argument" in result.output
+
+
+def _corrupt_copy(run: mr.Run, tmp_path: Path, name: str, change, record: bool = True) -> Path:
+    """A copy of ``run`` with ``name`` changed by ``change(path)``; with ``record`` the manifest is
+    updated to match (so the file itself, not its hash, is what is wrong)."""
+    copy = tmp_path / f"copy-{name.replace('/', '-')}-{record}"
+    shutil.copytree(run.path, copy)
+    change(copy / name)
+    if record and name != "manifest.json":
+        manifest = json.loads((copy / "manifest.json").read_text())
+        from mechrecall.artifacts import sha256_file
+
+        manifest["files"][name] = sha256_file(copy / name)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _edit_json(edit):
+    def change(path: Path) -> None:
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "record", "fragment"),
+    [
+        ("manifest.json", lambda p: p.write_text("[1, 2]"), False, "holds list, not an object"),
+        ("manifest.json", lambda p: p.write_text("null"), False, "holds NoneType"),
+        ("manifest.json", lambda p: p.write_text("{not json"), False, "is not valid JSON"),
+        ("manifest.json", _edit_json(lambda m: {k: v for k, v in m.items() if k != "files"}), False, "lacks 'files'"),
+        ("manifest.json", _edit_json(lambda m: {k: v for k, v in m.items() if k != "config"}), False, "lacks 'config'"),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), False, "does not match the sha256"),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100]), True, "is not a readable safetensors file"),
+        ("model.safetensors", lambda p: p.unlink(), False, "is missing but recorded"),
+        ("model.json", _edit_json(lambda m: {**m, "tl_config": {**m["tl_config"], "act_fn": "bogus"}}), True, "does not describe a model"),
+        ("model.json", _edit_json(lambda m: {k: v for k, v in m.items() if k != "tl_config"}), True, "does not describe a model"),
+        ("metrics.json", lambda p: p.write_text("{oops"), True, "is not valid JSON"),
+    ],
+)
+def test_a_corrupt_artifact_is_one_named_error(mixed_run: mr.Run, tmp_path: Path, name: str, change, record: bool, fragment: str) -> None:
+    copy = _corrupt_copy(mixed_run, tmp_path, name, change, record)
+    # every command that reads the artifact (one that does not read it may run)
+    readers = {
+        "manifest.json": [["eval", copy], ["shared", copy], ["report", copy, "--out", tmp_path / "report"]],
+        "model.safetensors": [["eval", copy], ["attention", copy, "--heads", "0.0", "--people", "1"]],
+        "model.json": [["eval", copy], ["attention", copy, "--heads", "0.0", "--people", "1"]],
+        "metrics.json": [["report", copy, "--out", tmp_path / "report"]],
+    }[name]
+    for command in readers:
+        _one_line_error(_run(*command), fragment)

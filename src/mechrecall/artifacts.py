@@ -75,6 +75,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
             temporary_path.unlink()
 
 
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest's shape, or None."""
+    if not isinstance(manifest, dict):
+        return f"holds {type(manifest).__name__}, not an object"
+    for key, kind in (("kind", str), ("status", str), ("config", dict), ("files", dict)):
+        if not isinstance(manifest.get(key), kind):
+            return f"lacks {key!r} (or it has the wrong type)"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        return "has a 'files' entry that is not name → sha256"
+    return None
+
+
 def write_json_atomic(target: Path, payload: Any) -> None:
     with atomic_path(target) as temporary:
         temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
@@ -117,6 +129,9 @@ class ArtifactDir:
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError as error:
             raise ArtifactError(f"{manifest_path} is not valid JSON ({error.msg}): the directory is corrupt, make it again") from None
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise ArtifactError(f"{manifest_path} {problem}: the directory is corrupt, make it again")
         if kind is not None and manifest.get("kind") != kind:
             raise RunDirError(f"{path} is a {manifest.get('kind')!r} directory, not a {kind!r} one")
         return cls(path=path, manifest=manifest)
@@ -215,17 +230,25 @@ class ArtifactDir:
         write_json_atomic(self.path / relative, payload)
         self.record(relative)
 
-    def read_json(self, relative: str) -> Any:
-        return json.loads(self.verify(relative).read_text())
-
     def save_tensors(self, relative: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
         contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
         with atomic_path(self.path / relative) as temporary:
             save_file(contiguous, str(temporary), metadata=metadata)
         self.record(relative)
 
+    def read_json(self, relative: str) -> Any:
+        path = self.verify(relative)
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ArtifactError(f"{path} is not valid JSON ({type(error).__name__}): make it again") from None
+
     def load_tensors(self, relative: str, device: str = "cpu") -> dict[str, torch.Tensor]:
-        return load_file(str(self.verify(relative)), device=device)
+        path = self.verify(relative)
+        try:
+            return load_file(str(path), device=device)
+        except Exception as error:  # noqa: BLE001 - safetensors raises several kinds on a bad file
+            raise ArtifactError(f"{path} is not a readable safetensors file ({type(error).__name__}): make it again") from None
 
     @contextmanager
     def write_folder(self, relative: str) -> Iterator[Path]:

@@ -242,15 +242,23 @@ def model_spec(model: HookedTransformer, source: str, name: str) -> ModelSpec:
 
 
 def model_from_spec(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, device: str = "cpu") -> HookedTransformer:
-    """The architecture of a spec with uninitialised-but-allocated weights (load a state dict next)."""
-    config = dict(spec["tl_config"])
-    config["dtype"] = torch_dtype(config["dtype"])
-    config["device"] = device
-    config["init_weights"] = False
-    cfg = HookedTransformerConfig.from_dict(config)
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    """The architecture of a spec with uninitialised-but-allocated weights (load a state dict next);
+    a spec TransformerLens cannot build is one error naming it, not TL's own assertion."""
+    from mechrecall.errors import ArtifactError
+
+    try:
+        config = dict(spec["tl_config"])
+        config["dtype"] = torch_dtype(config["dtype"])
+        config["device"] = device
+        config["init_weights"] = False
+        cfg = HookedTransformerConfig.from_dict(config)
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        frozen = set(spec["frozen"])
+    except (KeyError, TypeError, ValueError, AssertionError, NotImplementedError, AttributeError, ConfigError) as error:
+        detail = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise ArtifactError(f"model.json does not describe a model TransformerLens can build ({detail}): make the run again") from None
     for name, parameter in model.named_parameters():
-        if name in spec["frozen"]:
+        if name in frozen:
             parameter.requires_grad_(False)
     fuse_norms(model)
     return model.to(device, print_details=False)
