@@ -49,6 +49,10 @@ def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> 
     assert summary["plain"]["seeds"] == 2
     again = run_sweep(trials[:1], [0], tmp_path, device="cpu", progress=False)  # finished runs are reused
     assert again[0]["run"] == rows[0]["run"] and again[0]["qa_ood"] == rows[0]["qa_ood"]
+    # a trial that changes only the two-stage QA stage reuses the mixed run of the trial it varies
+    varied = run_sweep([Trial.parse(f"gentle:{SMALL},qa_lr=1e-4")], [0], tmp_path, device="cpu", progress=False)
+    assert varied[0]["strategy"] == "mixed" and varied[0]["run"] == rows[0]["run"]
+    assert varied[1]["run"].endswith("gentle/two-stage-s0")
 
 
 def test_strategy_gap_table_renders_the_summary() -> None:

@@ -113,14 +113,48 @@ def train_base(
     return train_run(world_path, root / "bases" / _key(base, model), model, training, preset=preset, device=device, progress=progress)
 
 
+def _finished_twin(root: Path, config: dict[str, Any]) -> Run | None:
+    """A finished run under ``root`` trained with exactly ``config`` (another trial's), if any:
+    a trial that changes only two-stage settings reuses the mixed run of the one it varies."""
+    from mechrecall.errors import ArtifactError
+
+    def effective(config: dict[str, Any]) -> str:
+        """The config without the training fields its strategy does not use."""
+        train = dict(config.get("train") or {})
+        unused = {"mixed": ("bio_steps", "qa_steps", "bio_loss", "qa_lr", "qa_weight_decay"), "two-stage": ("steps", "qa_share")}
+        for name in unused.get(train.get("strategy"), ()):
+            train.pop(name, None)
+        return json.dumps({**config, "train": train}, sort_keys=True)
+
+    wanted = effective(config)
+    for manifest in sorted(root.glob("*/*/manifest.json")):
+        try:
+            found = json.loads(manifest.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if found.get("kind") == "run" and found.get("status") == "complete" and effective(found.get("config") or {}) == wanted:
+            try:
+                return open_run(manifest.parent)
+            except (RunDirError, ArtifactError):
+                continue
+    return None
+
+
 def run_trial(trial: Trial, seed: int, strategy: str, root: Path, device: str | None, progress: bool) -> Run:
+    from mechrecall.runs import run_config
+
     world, model, train, base = trial.configs(seed)
     train = dataclasses.replace(train, strategy=strategy)
     world_path = _world_dir(root, world)
     if base.pretrained:
         base_run = train_base(root, base, model, train, trial.preset, device, progress)
         model = dataclasses.replace(model, name=str(base_run.path))
-    return train_run(world_path, root / trial.name / f"{strategy}-s{seed}", model, train, preset=trial.preset, device=device, progress=progress)
+    out = root / trial.name / f"{strategy}-s{seed}"
+    if not out.exists():
+        twin = _finished_twin(root, run_config(ArtifactDir.open(world_path), model, train, trial.preset))
+        if twin is not None:
+            return twin
+    return train_run(world_path, out, model, train, preset=trial.preset, device=device, progress=progress)
 
 
 def run_sweep(
