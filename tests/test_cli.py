@@ -208,3 +208,16 @@ def test_a_corrupt_artifact_is_one_named_error(mixed_run: mr.Run, tmp_path: Path
     }[name]
     for command in readers:
         _one_line_error(_run(*command), fragment)
+
+
+def test_every_command_explains_itself() -> None:
+    from mechrecall.registry import ANALYSES
+
+    commands = ["data", "train", "eval", "report", "reproduce", "presets", "pretrain", "ablate-heads", *(a.name for a in ANALYSES)]
+    for command in commands:
+        result = _run(command, "--help")
+        assert result.exit_code == 0 and "Example:" in result.output, command
+    assert "[shared|grafted]" in _run("heads", "--help").output.replace(" ", "") or "shared|grafted" in _run("heads", "--help").output
+    version = _run("--version")
+    assert version.exit_code == 0 and version.output.startswith("mechrecall ")
+    assert "report" in _run("report", "--help").output and _run("report", "x").exit_code == 2  # --out is required

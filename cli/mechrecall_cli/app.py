@@ -72,7 +72,9 @@ def data(
     population: str | None = typer.Option(None, help="all | a | b: two disjoint name populations (a base pre-trained on b never saw a person of a)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
-    """Sample a synthetic biography world and save it (DatasetDict + tokenizer)."""
+    """Sample a synthetic biography world and save it (DatasetDict + tokenizer).
+
+    Example: mechrecall data --people 1000 --bio-per-person 3 --permute --fullname --out runs/world"""
     import mechrecall as mr
     from mechrecall.config import with_overrides
 
@@ -119,7 +121,9 @@ def train(
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Fine-tune a model on a world with the mixed or two-stage strategy, then evaluate it."""
+    """Fine-tune a model on a world with the mixed or two-stage strategy, then evaluate it.
+
+    Example: mechrecall train runs/world --strategy mixed --model runs/base --trace-individuals 20 --out runs/mix"""
     import mechrecall as mr
     from mechrecall.config import with_overrides
 
@@ -155,7 +159,9 @@ def evaluate(
     device: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Greedy exact-match accuracy: BIO completion, QA-ID and QA-OOD, overall and per attribute."""
+    """Greedy exact-match accuracy: BIO completion, QA-ID and QA-OOD, overall and per attribute.
+
+    Example: mechrecall eval runs/mix runs/two"""
     import mechrecall as mr
 
     _quiet_libraries()
@@ -170,11 +176,13 @@ def evaluate(
 @reports_errors
 def report(
     runs: list[Path] = typer.Argument(..., help="runs to compare (e.g. mixed and two-stage)"),
-    out: Path = typer.Option(Path("figures"), "--out", help="folder for report.md and report.html"),
+    out: Path = typer.Option(..., "--out", help="folder for report.md and report.html (never a default: the repository's figures/ is written only when named)"),
 ) -> None:
     """Compare runs beside the study's numbers: a section per finding (markdown, HTML, figures).
 
-    Several runs of one strategy are seeds: values become mean ± spread."""
+    Several runs of one strategy are seeds: values become mean ± spread.
+
+    Example: mechrecall report runs/mix runs/two --out runs/report"""
     from mechrecall.report import group_runs, write_report
 
     _quiet_libraries()
@@ -213,7 +221,9 @@ def reproduce(
     ablations with controls, head rankings and curves, attention, patching — and its report.
 
     Every step is cached by its inputs: a second run is a no-op, a changed option reruns only what
-    depends on it, an interrupted run resumes."""
+    depends on it, an interrupted run resumes.
+
+    Example: mechrecall reproduce --preset tiny --seeds 3"""
     from mechrecall.config import parse_overrides
     from mechrecall.report import group_runs
     from mechrecall.reproduce import ReproduceConfig, check_destination, export_report, reproduce as run_study, run_path
