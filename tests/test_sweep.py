@@ -62,10 +62,11 @@ def test_strategy_gap_table_renders_the_summary() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     summary = [{"trial": "tiny", "mixed/bio": (0.998, 0.001), "mixed/qa_id": (1.0, 0.0), "mixed/qa_ood": (0.5, 0.1),
-                "two-stage/qa_id": (0.99, 0.01), "two-stage/qa_ood": (0.1, 0.02), "gap": (0.4, 0.05), "train_seconds": 600.0}]
+                "two-stage/qa_id": (0.99, 0.01), "two-stage/qa_ood": (0.1, 0.02), "gap": (0.4, 0.05), "mixed/chance_qa_ood": (0.032, 0.0),
+                "two-stage/bio_after_stage1": (1.0, 0.0), "train_seconds": 600.0}]
     table = module.markdown_table(summary, "0,1,2")
     # a measure the summary lacks (two-stage BIO here) is a dot, not a shifted column
-    assert "| tiny | 99.8 ± 0.1 | 100.0 ± 0.0 | 50.0 ± 10.0 | · | 99.0 ± 1.0 | 10.0 ± 2.0 | 40.0 ± 5.0 | 600 |" in table
+    assert "| tiny | 99.8 ± 0.1 | 100.0 ± 0.0 | 50.0 ± 10.0 | 100.0 ± 0.0 | · | 99.0 ± 1.0 | 10.0 ± 2.0 | 40.0 ± 5.0 | 3.2 ± 0.0 | 600 |" in table
 
 
 @pytest.mark.parametrize(
