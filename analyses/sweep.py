@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--strategies", default="mixed,two-stage", help="which strategies to train (a finished twin is reused either way)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 per process when sweeps run side by side)")
     parser.add_argument("--table-only", action="store_true", help="print the table of --root's results.json, train nothing")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table (and each trial's settings) as markdown")
@@ -52,7 +53,10 @@ def main() -> None:
     else:
         trials = [Trial.parse(text, args.preset) for text in (args.trial or ["preset"])]
         seeds = [int(s) for s in args.seeds.split(",")]
-        rows = run_sweep(trials, seeds, args.root, device=args.device, progress=not args.no_progress)
+        strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+        if not strategies or any(s not in ("mixed", "two-stage") for s in strategies):
+            parser.exit(2, f"error: --strategies {args.strategies!r}: choose from mixed, two-stage\n")
+        rows = run_sweep(trials, seeds, args.root, strategies=strategies, device=args.device, progress=not args.no_progress)
     summary = summarize(rows)
     write_json_atomic(args.root / "summary.json", summary)
     write_figure(summary_figure(summary), args.root / "summary.html")
