@@ -175,3 +175,28 @@ def test_a_finished_run_is_a_base_for_another_world(mixed_run: mr.Run, tmp_path:
     base = run.directory.load_tensors("base.safetensors")
     assert all(torch.equal(base[k], v) for k, v in mixed_run.directory.load_tensors("model.safetensors").items())
     assert run.spec()["source"] == "run"
+
+
+def test_decay_toward_the_base_is_adamw_decay_around_theta_pre(world_dir: Path) -> None:
+    """One step by hand: AdamW without decay, then θ − lr·λ·(θ − θ_pre) on the matrices only."""
+    from mechrecall import models
+    from mechrecall.encoding import pad_id
+    from mechrecall.training import train
+
+    world = mr.load_world(world_dir)
+    examples = {"bio": encode_texts(world.tokenizer, list(world.dataset["bio"]["text"])),
+                "qa": encode_pairs(world.tokenizer, list(world.dataset["qa_id"]["prompt"]), list(world.dataset["qa_id"]["answer"]))}
+    base = models.build_model("micro", world.tokenizer, seed=1)
+    start = {n: p.detach().clone() for n, p in base.named_parameters()}
+    config = TrainConfig(steps=1, batch_size=8, warmup_steps=0, lr=1e-2, weight_decay=0.5, decay_to="base", grad_clip=1e9)
+    train(base, examples, config, pad_id(world.tokenizer), progress=False)
+    plain = models.build_model("micro", world.tokenizer, seed=1)
+    train(plain, examples, TrainConfig(**{**config.__dict__, "weight_decay": 0.0, "decay_to": "zero"}), pad_id(world.tokenizer), progress=False)
+    for (name, decayed), (_, undecayed) in zip(base.named_parameters(), plain.named_parameters(), strict=True):
+        if decayed.ndim >= 2:  # lr at step 0 of a 1-step cosine schedule is the peak lr
+            expected = undecayed - 1e-2 * 0.5 * (undecayed - start[name])
+            assert torch.allclose(decayed, expected, atol=1e-6), name
+        else:
+            assert torch.allclose(decayed, undecayed, atol=1e-7), name
+    with pytest.raises(mr.MechrecallError, match="decay-to must be zero or base"):
+        TrainConfig(decay_to="one").validate()

@@ -123,6 +123,9 @@ class TrainConfig:
     qa_steps: int = 1500  # two-stage, stage 2
     qa_lr: float | None = None  # two-stage, stage 2 learning rate (None: lr)
     qa_weight_decay: float | None = None  # two-stage, stage 2 weight decay (None: weight_decay)
+    # what weight decay pulls the weights toward: "zero" (AdamW's) or "base", the weights training
+    # started from (θ_pre; decoupled L2-SP): it penalizes ‖θ − θ_pre‖ rather than ‖θ‖
+    decay_to: str = "zero"
     eval_every: int | None = None  # exact match along training (None: at the end of each stage only)
     max_steps: int | None = None  # cap on the total, for smoke runs
     grad_clip: float = 1.0  # max global gradient norm
@@ -137,6 +140,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "bio_steps", "qa_steps", "checkpoint_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.decay_to not in ("zero", "base"):
+            raise ConfigError(f"decay-to must be zero or base, got {self.decay_to!r}")
         for name in ("max_steps", "eval_every"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -106,12 +106,18 @@ class TrainState:
     seconds: float = 0.0
 
 
-def make_optimizer(model: HookedTransformer, phase: Phase) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices and embeddings (ndim >= 2), not on biases and norm gains."""
-    decayed = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+def decayed_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
+    """The parameters weight decay applies to: matrices and embeddings (ndim >= 2)."""
+    return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+
+
+def make_optimizer(model: HookedTransformer, phase: Phase, decay_to: str = "zero") -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and embeddings (ndim >= 2), not on biases and norm gains.
+    With ``decay_to="base"`` AdamW's own decay is off: the loop pulls toward θ_pre instead."""
+    decayed = decayed_parameters(model)
     plain = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": phase.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+        [{"params": decayed, "weight_decay": phase.weight_decay if decay_to == "zero" else 0.0}, {"params": plain, "weight_decay": 0.0}],
         lr=phase.lr,
         betas=(0.9, 0.98),
         eps=1e-8,
@@ -218,7 +224,9 @@ def train(
     phases = plan_phases(config)
     streams = {pool: ExampleStream(len(examples[pool]), config.seed, pool) for pool in POOLS if len(examples[pool])}
     state = TrainState()
-    optimizer = make_optimizer(model, phases[0])
+    # decoupled decay toward the starting weights (θ_pre), taken before any checkpoint is loaded
+    anchors = [p.detach().clone() for p in decayed_parameters(model)] if config.decay_to == "base" else None
+    optimizer = make_optimizer(model, phases[0], config.decay_to)
     if checkpoint_path is not None and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path, device)
         state = TrainState(**saved["state"])
@@ -294,6 +302,10 @@ def train(
                                 parameter.grad += gradient / batch_size
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
             optimizer.step()
+            if anchors is not None and phase.weight_decay > 0:
+                with torch.no_grad():  # θ ← θ − lr·λ·(θ − θ_pre), as AdamW decays toward 0
+                    for parameter, anchor in zip(decayed_parameters(model), anchors, strict=True):
+                        parameter.sub_(parameter - anchor, alpha=lr * phase.weight_decay)
             state.step += 1
             for pool, value in losses.items():
                 window[pool].append(float(value))
@@ -317,7 +329,7 @@ def train(
                 state.phase, state.phase_start = state.phase + 1, state.step
                 state.recent_bio_losses = []
                 if state.phase < len(phases):
-                    optimizer = make_optimizer(model, phases[state.phase])  # each phase its own AdamW
+                    optimizer = make_optimizer(model, phases[state.phase], config.decay_to)  # each phase its own AdamW
             state.seconds += time.perf_counter() - started
             bar.update(task, completed=state.step)
             if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or phase_over):
