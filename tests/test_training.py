@@ -200,3 +200,36 @@ def test_decay_toward_the_base_is_adamw_decay_around_theta_pre(world_dir: Path) 
             assert torch.allclose(decayed, undecayed, atol=1e-7), name
     with pytest.raises(mr.MechrecallError, match="decay-to must be zero or base"):
         TrainConfig(decay_to="one").validate()
+
+
+def _train_command(world_dir: Path, out: Path, steps: int = 400) -> list[str]:
+    return [
+        sys.executable, "-c", "from mechrecall_cli.app import main; main()", "train", str(world_dir), "--out", str(out),
+        "--model", "micro", "--steps", str(steps), "--batch-size", "16", "--warmup-steps", "10", "--lr", "3e-3",
+        "--checkpoint-every", "20", "--no-progress", "--device", "cpu",
+    ]
+
+
+def _started(process: subprocess.Popen, out: Path) -> None:
+    deadline = time.time() + 120
+    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "training finished before the test could act"
+
+
+def test_a_second_writer_of_the_same_output_refuses_and_ctrl_c_leaves_a_resumable_run(world_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = subprocess.Popen(_train_command(world_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _started(first, out)
+    second = subprocess.run(_train_command(world_dir, out), capture_output=True, text=True)
+    assert second.returncode == 2 and "another mechrecall process is writing" in second.stderr and "Traceback" not in second.stderr
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130 and "run the same command again to resume" in stderr and "Traceback" not in stderr
+    assert (out / "checkpoint.safetensors").exists() and not (out / "model.safetensors").exists()
+    finished = subprocess.run(_train_command(world_dir, out), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    reference = subprocess.run(_train_command(world_dir, tmp_path / "reference"), capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    expected, actual = _tensors(tmp_path / "reference"), _tensors(out)
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)  # interrupted and resumed = uninterrupted

@@ -438,8 +438,9 @@ def main() -> None:
                             highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        error_console.print("interrupted", highlight=False)
-        sys.exit(130)
+        code = 130
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        error_console.print("interrupted: finished steps are kept; run the same command again to resume", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 

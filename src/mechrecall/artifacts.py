@@ -267,13 +267,9 @@ class ArtifactDir:
         self.record(relative)
 
 
-def check_output(path: Path, overwrite: bool, kind: str, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse an output path that mechrecall may not write (nothing on disk is touched here).
-
-    A new path is fine if its parent is not a file. An existing one needs ``overwrite`` and must
-    be a mechrecall directory of the same ``kind`` (its manifest says so): never a file, a
-    symbolic link, a folder of someone else's, the working directory or one of its parents, an
-    input of the command or a folder holding one."""
+def check_output_path(path: Path) -> None:
+    """Refuse an output path that can never be created: the working directory, one under a file,
+    or a name longer than the file system allows."""
     path = Path(path)
     if str(path).strip() in ("", "."):
         raise RunDirError(f"--out {str(path)!r} is the working directory: give a new folder for the output")
@@ -282,6 +278,17 @@ def check_output(path: Path, overwrite: bool, kind: str, inputs: tuple[Path, ...
             raise RunDirError(f"--out {path}: {parent} is a file, not a folder")
     if len(path.name.encode()) > 255:
         raise RunDirError(f"--out {path}: the name is longer than the file system allows")
+
+
+def check_output(path: Path, overwrite: bool, kind: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output path that mechrecall may not write (nothing on disk is touched here).
+
+    A new path is fine if its parent is not a file. An existing one needs ``overwrite`` and must
+    be a mechrecall directory of the same ``kind`` (its manifest says so): never a file, a
+    symbolic link, a folder of someone else's, the working directory or one of its parents, an
+    input of the command or a folder holding one."""
+    path = Path(path)
+    check_output_path(path)
     if not path.exists() and not path.is_symlink():
         return
     if not overwrite:
@@ -305,6 +312,26 @@ def check_output(path: Path, overwrite: bool, kind: str, inputs: tuple[Path, ...
     if found != kind:
         what = f"a mechrecall {found} directory" if found else "not a mechrecall directory"
         raise RunDirError(f"--overwrite {path}: it is {what}, not a {kind} directory; it was left alone")
+
+
+@contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on an output path for the life of a command: a second process that
+    would write the same output refuses at once instead of mixing files with the first."""
+    import fcntl
+
+    path = Path(path)
+    check_output_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path.parent / f".{path.name}.lock", "a+")  # noqa: SIM115 - held until the with block ends
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"another mechrecall process is writing {path}: wait for it to finish, or choose another --out") from None
+        yield
+    finally:
+        handle.close()
 
 
 def swap_into_place(staging: Path, out: Path) -> None:

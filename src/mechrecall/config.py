@@ -203,7 +203,7 @@ class BaseConfig:
         return dataclasses.replace(
             template, strategy=self.recipe, seed=self.seed, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
             qa_share=self.qa_share, batch_size=self.batch_size, qa_lr=None, qa_weight_decay=None, eval_every=None,
-            max_steps=None,
+            max_steps=None, decay_to="zero",
         )
 
     def validate(self) -> None:

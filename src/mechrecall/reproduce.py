@@ -438,6 +438,17 @@ def reproduce(
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     out = Path(out)
     study = config.study()
+    from mechrecall.artifacts import output_lock
+
+    with output_lock(out):
+        return _reproduce_locked(out, config, study, device, progress, console, jobs)
+
+
+def _reproduce_locked(
+    out: Path, config: ReproduceConfig, study: StudyConfig, device: str | None, progress: bool, console: Console | None, jobs: int,
+) -> list[StepOutcome]:
+    import warnings
+
     directory = _open_study(out, config, study)
     steps = plan(out, config, study, device)
     ledger = _read_ledger(out)

@@ -21,7 +21,7 @@ from transformer_lens import HookedTransformer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mechrecall import models
-from mechrecall.artifacts import ArtifactDir, check_output, swap_into_place
+from mechrecall.artifacts import ArtifactDir, check_output, output_lock, swap_into_place
 from mechrecall.config import ModelConfig, TrainConfig, from_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
@@ -124,8 +124,36 @@ def run_config(
     }
 
 
+def normalized_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config with every dataclass field present: a setting added since the run was made
+    takes its default (defaults keep the old behaviour), so the run still matches."""
+    normal = dict(config)
+    for key, cls in (("model", ModelConfig), ("train", TrainConfig), ("trace_during_training", TraceConfig)):
+        if isinstance(normal.get(key), dict):
+            normal[key] = to_dict(from_dict(cls, normal[key]))
+    return normal
+
+
+# training settings a strategy never reads: two runs that differ only there are the same run
+UNUSED_BY = {
+    "mixed": ("bio_steps", "qa_steps", "bio_loss", "qa_lr", "qa_weight_decay"),
+    "two-stage": ("steps", "qa_share"),
+    "bio": ("bio_steps", "qa_steps", "qa_lr", "qa_weight_decay", "qa_share"),
+}
+
+
+def effective_config(config: dict[str, Any]) -> str:
+    """The config as it acts: normalized, without the training settings its strategy never reads
+    (JSON, for comparison)."""
+    config = normalized_config(config)
+    train = dict(config.get("train") or {})
+    for name in UNUSED_BY.get(str(train.get("strategy")), ()):
+        train.pop(name, None)
+    return json.dumps({**config, "train": train}, sort_keys=True)
+
+
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return effective_config(a) == effective_config(b)
 
 
 def _initial_model(model_config: ModelConfig, world: World, device: str) -> tuple[HookedTransformer, str]:
@@ -191,6 +219,14 @@ def train_run(
             raise ConfigError("a during-training trace follows people whose QA is trained on: use the qa_id split")
     device = resolve_device(device)
     out = Path(out)
+    with output_lock(out):
+        return _train_run_locked(world_path, out, model_config, train_config, preset, overwrite, device, progress, on_step, trace)
+
+
+def _train_run_locked(
+    world_path: Path | str, out: Path, model_config: ModelConfig, train_config: TrainConfig, preset: str | None, overwrite: bool,
+    device: str, progress: bool, on_step: StepCallback | None, trace: TraceConfig | None,
+) -> Run:
     world_dir = ArtifactDir.open(Path(world_path))
     if not world_dir.complete:
         raise RunDirError(f"{world_path} is not a complete world or run directory: make it with `mechrecall data`")

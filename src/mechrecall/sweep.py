@@ -118,13 +118,7 @@ def _finished_twin(root: Path, config: dict[str, Any]) -> Run | None:
     a trial that changes only two-stage settings reuses the mixed run of the one it varies."""
     from mechrecall.errors import ArtifactError
 
-    def effective(config: dict[str, Any]) -> str:
-        """The config without the training fields its strategy does not use."""
-        train = dict(config.get("train") or {})
-        unused = {"mixed": ("bio_steps", "qa_steps", "bio_loss", "qa_lr", "qa_weight_decay"), "two-stage": ("steps", "qa_share")}
-        for name in unused.get(train.get("strategy"), ()):
-            train.pop(name, None)
-        return json.dumps({**config, "train": train}, sort_keys=True)
+    from mechrecall.runs import effective_config as effective
 
     wanted = effective(config)
     for manifest in sorted(root.glob("*/*/manifest.json")):
