@@ -114,8 +114,8 @@ def main() -> None:
 
     graft_peak = graft_seconds = None
     if not args.no_graft:
-        from mechrecall.data import create_world
         from mechrecall.config import WorldConfig
+        from mechrecall.data import create_world
         from mechrecall.encoding import encode_pairs
         from mechrecall.findings.graft import GraftConfig, learn_graft
         from mechrecall.params import ParameterIndex

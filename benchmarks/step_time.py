@@ -37,7 +37,13 @@ def main() -> None:
 
     import mechrecall as mr
     from mechrecall import models
-    from mechrecall.encoding import collate, encode_pairs, encode_texts, pad_id, per_example_loss
+    from mechrecall.encoding import (
+        collate,
+        encode_pairs,
+        encode_texts,
+        pad_id,
+        per_example_loss,
+    )
     from mechrecall.evaluation import exact_match, greedy_answer
 
     datasets.disable_progress_bars()

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mechrecall_cli.app import app
 from typer.testing import CliRunner
 
 import mechrecall as mr
-from mechrecall_cli.app import app
 
 runner = CliRunner()
 
@@ -221,3 +221,14 @@ def test_every_command_explains_itself() -> None:
     version = _run("--version")
     assert version.exit_code == 0 and version.output.startswith("mechrecall ")
     assert "report" in _run("report", "--help").output and _run("report", "x").exit_code == 2  # --out is required
+
+
+def test_train_with_the_study_trace_from_the_command_line(world_dir: Path, tmp_path: Path) -> None:
+    result = _run("train", world_dir, "--out", tmp_path / "traced", "--model", "micro", "--steps", "6", "--batch-size", "4",
+                  "--trace-individuals", "3", "--qa-lr", "1e-4", "--decay-to", "base", "--eval-every", "3", "--no-progress")
+    assert result.exit_code == 0, result.output
+    run = mr.open_run(tmp_path / "traced")
+    assert "trace_training.safetensors" in run.directory.manifest["files"]
+    assert run.train_config.decay_to == "base" and len(run.directory.manifest["training"]["evals"]) == 2
+    _one_line_error(_run("train", world_dir, "--out", tmp_path / "x", "--model", "micro", "--trace-individuals", "3", "--trace-all"), "not both")
+    _one_line_error(_run("train", world_dir, "--out", tmp_path / "x", "--model", "micro", "--decay-to", "one"), "decay-to must be zero or base")

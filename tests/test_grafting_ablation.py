@@ -8,13 +8,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import localized_copy, run_analysis
 
 import mechrecall as mr
-from conftest import localized_copy, run_analysis
 from mechrecall.errors import ArtifactError, ConfigError
-from mechrecall.findings.graft import GraftConfig, base_mask, graft_examples, learn_graft, mask_gradient, random_subset, read_graft
+from mechrecall.findings.graft import (
+    GraftConfig,
+    base_mask,
+    graft_examples,
+    learn_graft,
+    mask_gradient,
+    random_subset,
+    read_graft,
+)
 from mechrecall.findings.shared import read_shared_mask
-from mechrecall.masks import difference, empty_mask, full_mask, mask_size, random_like, set_weights
+from mechrecall.masks import (
+    difference,
+    empty_mask,
+    full_mask,
+    mask_size,
+    random_like,
+    set_weights,
+)
 from mechrecall.params import ParameterIndex
 
 

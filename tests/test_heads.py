@@ -6,16 +6,35 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+from conftest import localized_copy, run_analysis
+from transformers import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 import mechrecall as mr
-from conftest import localized_copy, run_analysis
 from mechrecall import models
 from mechrecall.data.tokenizer import build_world_tokenizer
 from mechrecall.errors import ConfigError
 from mechrecall.findings.attention import locate, prompts_for
-from mechrecall.findings.heads import ablated, concentration, parse_heads, parse_top, random_heads, rank_heads, reset_heads
-from mechrecall.findings.patching import answer_logprob, answered, make_pairs, patch_heads, patch_heads_nnsight
+from mechrecall.findings.heads import (
+    ablated,
+    concentration,
+    parse_heads,
+    parse_top,
+    random_heads,
+    rank_heads,
+    reset_heads,
+)
+from mechrecall.findings.patching import (
+    answer_logprob,
+    answered,
+    make_pairs,
+    patch_heads,
+    patch_heads_nnsight,
+)
 
 
 def test_parse_top_and_heads() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import localized_copy, run_analysis
 
 import mechrecall as mr
-from conftest import localized_copy, run_analysis
 from mechrecall.errors import ConfigError
 
 

@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import FAST_TRAIN
+from mechrecall_cli.app import app
 from typer.testing import CliRunner
 
 import mechrecall as mr
-from mechrecall_cli.app import app
-
-from conftest import FAST_TRAIN
 
 runner = CliRunner()
 

@@ -9,14 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from mechrecall_cli.app import app
 from typer.testing import CliRunner
 
 from mechrecall.config import parse_overrides
 from mechrecall.errors import RunDirError
 from mechrecall.reproduce import LEDGER, ReproduceConfig, export_report, reproduce
-from mechrecall_cli.app import app
-
-import torch
 
 STEPS_PER_RUN = ("train", "shared", "graft", "ablate", "heads", "neurons", "attention", "patch")
 SECTIONS = (

@@ -7,26 +7,38 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST_TRAIN
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import mechrecall as mr
 from mechrecall import models
+from mechrecall.analysis import execute
 from mechrecall.data.tokenizer import build_world_tokenizer
 from mechrecall.encoding import collate, pad_id, per_example_loss
 from mechrecall.errors import ArtifactError, ConfigError
-from mechrecall.params import ParameterIndex
-from mechrecall.analysis import execute
 from mechrecall.findings import shared as shared_analysis
 from mechrecall.findings import trace as trace_analysis
 from mechrecall.findings.shared import SharedConfig, shuffle_within_tensors
 from mechrecall.findings.trace import PosthocTraceConfig, read_trace
 from mechrecall.influence import (
-    InfluenceAccumulator, TraceConfig, choose_individuals, log_grid, max_ranks, posthoc_influence, shared_counts, shared_curve,
+    InfluenceAccumulator,
+    TraceConfig,
+    choose_individuals,
+    log_grid,
+    max_ranks,
+    posthoc_influence,
+    shared_counts,
+    shared_curve,
     traced_examples,
 )
-from mechrecall.training import ExampleStream, TrainingTracer, learning_rate, plan_phases, train
-
-from conftest import FAST_TRAIN
+from mechrecall.params import ParameterIndex
+from mechrecall.training import (
+    ExampleStream,
+    TrainingTracer,
+    learning_rate,
+    plan_phases,
+    train,
+)
 
 
 def trace_run(path, config: PosthocTraceConfig) -> None:
@@ -201,7 +213,7 @@ def reference_training_trace(model, examples, config: mr.TrainConfig, pad: int, 
     streams = {pool: ExampleStream(len(examples[pool]), config.seed, pool) for pool in ("bio", "qa")}
     consumed = {"bio": 0, "qa": 0}
     totals = {task: {n: torch.zeros_like(p) for n, p in model.named_parameters()} for task in ("bio", "qa")}
-    step, phase_start = 0, 0
+    step = 0
     for phase in phases:
         for step_in_phase in range(phase.steps):
             lr = learning_rate(config, step_in_phase, phase.steps, phase.lr)

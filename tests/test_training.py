@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST_TRAIN
 from safetensors.torch import load_file
 
 import mechrecall as mr
 from mechrecall.config import TrainConfig
 from mechrecall.data.tokenizer import build_world_tokenizer
-from mechrecall.encoding import Encoded, collate, encode_pairs, encode_texts, per_example_loss
+from mechrecall.encoding import (
+    Encoded,
+    collate,
+    encode_pairs,
+    encode_texts,
+    per_example_loss,
+)
 from mechrecall.training import ExampleStream, learning_rate, plan_phases
-
-from conftest import FAST_TRAIN
 
 
 def test_loss_is_on_every_bio_token_and_on_answer_tokens_only() -> None:

@@ -9,7 +9,15 @@ import pytest
 from mechrecall.report import Section, finding_verdict, gap_section
 from mechrecall.report.table import Row, RunFacts
 from mechrecall.report.verdicts import (
-    AGREES, DISAGREES, NO_CLAIM, NOT_MEASURABLE, Estimate, Verdict, against_control, at_least, compare_strategies,
+    AGREES,
+    DISAGREES,
+    NO_CLAIM,
+    NOT_MEASURABLE,
+    Estimate,
+    Verdict,
+    against_control,
+    at_least,
+    compare_strategies,
 )
 
 

@@ -118,6 +118,7 @@ def train(
     eval_every: int | None = typer.Option(None, "--eval-every", help="measure exact match every N steps (always at each stage's end)"),
     trace_individuals: int | None = typer.Option(None, "--trace-individuals", help="accumulate the study's gradient trace (Σ lr·g per task, signed) of N QA-ID people at every step"),
     trace_all: bool = typer.Option(False, "--trace-all", help="accumulate the trace over every training example instead"),
+    decay_to: str | None = typer.Option(None, "--decay-to", help="zero (AdamW) | base: weight decay toward θ_pre (L2-SP)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -133,14 +134,18 @@ def train(
     train_config = with_overrides(
         study.train, strategy=strategy, steps=steps, qa_share=qa_share, bio_steps=bio_steps, bio_loss=bio_loss,
         qa_steps=qa_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-        seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+        seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every, qa_lr=qa_lr, qa_weight_decay=qa_weight_decay,
+        eval_every=eval_every, decay_to=decay_to,
     )
     train_config.validate()
     trace = None
-    if trace_individuals is not None:
+    if trace_individuals is not None or trace_all:
+        from mechrecall.errors import ConfigError
         from mechrecall.influence import TraceConfig
 
-        trace = TraceConfig(individuals=trace_individuals, split="qa_id", measure=trace_measure)
+        if trace_individuals is not None and trace_all:
+            raise ConfigError("give --trace-individuals N or --trace-all, not both")
+        trace = TraceConfig(individuals=None if trace_all else trace_individuals, split="qa_id", measure="lr-grad")
         trace.validate()
     run = mr.train_run(
         world, out, model_config, train_config, preset=preset, overwrite=overwrite, device=device, progress=progress, trace=trace
@@ -225,10 +230,15 @@ def reproduce(
 
     Example: mechrecall reproduce --preset tiny --seeds 3"""
     from mechrecall.config import parse_overrides
-    from mechrecall.report import group_runs
-    from mechrecall.reproduce import ReproduceConfig, check_destination, export_report, reproduce as run_study, run_path
-
     from mechrecall.errors import ConfigError
+    from mechrecall.report import group_runs
+    from mechrecall.reproduce import (
+        ReproduceConfig,
+        check_destination,
+        export_report,
+        run_path,
+    )
+    from mechrecall.reproduce import reproduce as run_study
 
     _quiet_libraries()
     if seed and seeds is not None:

@@ -19,13 +19,20 @@ from pathlib import Path
 from transformer_lens import HookedTransformer
 
 from mechrecall.config import (
-    MODEL_SIZES, PRESETS, STRATEGIES, ModelConfig, StudyConfig, TrainConfig, WorldConfig, get_preset,
+    MODEL_SIZES,
+    PRESETS,
+    STRATEGIES,
+    ModelConfig,
+    StudyConfig,
+    TrainConfig,
+    WorldConfig,
+    get_preset,
 )
 from mechrecall.data import ATTRIBUTES, World, create_world, load_world, save_world
 from mechrecall.errors import MechrecallError
 from mechrecall.evaluation import evaluate
-from mechrecall.models import build_model, load_checkpoint, load_hf_checkpoint
 from mechrecall.influence import TraceConfig
+from mechrecall.models import build_model, load_checkpoint, load_hf_checkpoint
 from mechrecall.runs import Run, evaluate_run, open_run, train_run
 
 __version__ = "0.1.0"

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +32,13 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechrecall.data.store import World
-from mechrecall.encoding import Encoded, collate, encode_pairs, encode_texts, per_example_loss
+from mechrecall.encoding import (
+    Encoded,
+    collate,
+    encode_pairs,
+    encode_texts,
+    per_example_loss,
+)
 from mechrecall.errors import ConfigError
 from mechrecall.params import ParameterIndex
 

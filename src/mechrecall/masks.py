@@ -79,3 +79,16 @@ def set_weights(model: HookedTransformer, base: dict[str, Tensor], tuned: dict[s
             parameter.copy_(torch.where(take_tuned[name].to(parameter.device), tuned[name].to(parameter.device), base[name].to(parameter.device)))
         else:
             parameter.copy_(tuned[name])
+
+
+def read_run_mask(run, index: ParameterIndex, artifact: str, command: str) -> Mask:
+    """A stored mask of a run (``shared_mask.safetensors``, ``graft.safetensors``), checked to fit
+    the run's model; ``command`` is the analysis that makes it (named in the errors)."""
+    from mechrecall.errors import ArtifactError
+
+    if artifact not in run.directory.manifest["files"]:
+        raise ArtifactError(f"{run.path} has no {artifact}: run `mechrecall {command} {run.path}` first")
+    try:
+        return from_stored(run.directory.load_tensors(artifact), index)
+    except ValueError:
+        raise ArtifactError(f"{run.path / artifact} is a mask of another model: run `mechrecall {command} {run.path}` again") from None

@@ -21,7 +21,12 @@ import torch
 import transformers
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import loading_from_pretrained as tl_loading
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from mechrecall.config import MODEL_SIZES, ModelSize
 from mechrecall.errors import ConfigError, ModelNotAvailableError

@@ -190,6 +190,16 @@ class ParameterIndex:
                 counts[slot.layer] += einops.reduce(selected, pattern, "sum")
         return counts
 
+    def unit_counts(self, mask: Bool[Tensor, " n"]) -> dict:
+        """Selected elements per head component (``by_head``), per query head (``head_total``, k/v
+        apportioned under grouped-query attention) and per MLP neuron (``neurons``), as lists."""
+        by_head = self.count_by_head(mask)
+        return {
+            "by_head": {component: counts.tolist() for component, counts in by_head.items()},
+            "head_total": self.head_totals(by_head).tolist(),
+            "neurons": self.count_by_neuron(mask).tolist(),
+        }
+
     def head_totals(self, by_head: dict[str, Tensor]) -> Float[Tensor, "layer head"]:
         """Per query head: its q and o counts plus its key-value head's k and v counts divided
         equally among the query heads that share it (the rule for grouped-query attention; without

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from mechrecall.analysis import Analysis
 from mechrecall.errors import ConfigError
-from mechrecall.findings import ablate, attention, graft, heads, neurons, patching, shared, trace
+from mechrecall.findings import (
+    ablate,
+    attention,
+    graft,
+    heads,
+    neurons,
+    patching,
+    shared,
+    trace,
+)
 
 ANALYSES: tuple[Analysis, ...] = (
     trace.ANALYSIS,

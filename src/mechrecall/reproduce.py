@@ -33,10 +33,22 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from mechrecall.artifacts import ArtifactDir, package_versions, write_json_atomic
-from mechrecall.config import STRATEGIES, StudyConfig, get_preset, override_study, to_dict
+from mechrecall.config import (
+    STRATEGIES,
+    StudyConfig,
+    get_preset,
+    override_study,
+    to_dict,
+)
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 from mechrecall.runs import resolve_device
 
@@ -163,7 +175,7 @@ def base_path(out: Path) -> Path:
 def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | None) -> list[Step]:
     """Every step of the study in the order it runs."""
     from mechrecall.data.store import create_world, save_world
-    from mechrecall.runs import BASE, TUNED
+    from mechrecall.runs import TUNED
 
     steps: list[Step] = []
     base = study.base
@@ -429,7 +441,6 @@ def reproduce(
     ``jobs`` trainings run side by side in worker processes (default: 2 on a multi-core CPU, 1
     on a GPU).
     """
-    import warnings
 
     config.validate()
     resolve_device(device)

@@ -27,7 +27,12 @@ from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
 from mechrecall.evaluation import accuracy_evaluator, chance_level, evaluate
-from mechrecall.influence import InfluenceAccumulator, TraceConfig, choose_individuals, trace_metadata
+from mechrecall.influence import (
+    InfluenceAccumulator,
+    TraceConfig,
+    choose_individuals,
+    trace_metadata,
+)
 from mechrecall.training import StepCallback, TrainingTracer, train
 
 BASE = "base.safetensors"

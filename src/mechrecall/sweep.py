@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from mechrecall.artifacts import ArtifactDir, write_json_atomic
-from mechrecall.config import STRATEGIES, BaseConfig, ModelConfig, TrainConfig, WorldConfig, get_preset
+from mechrecall.config import (
+    STRATEGIES,
+    BaseConfig,
+    ModelConfig,
+    TrainConfig,
+    WorldConfig,
+    get_preset,
+)
 from mechrecall.data.store import create_world, save_world
 from mechrecall.errors import ConfigError, RunDirError
 from mechrecall.runs import BASE, TUNED, Run, open_run, train_run
@@ -117,7 +124,6 @@ def _finished_twin(root: Path, config: dict[str, Any]) -> Run | None:
     """A finished run under ``root`` trained with exactly ``config`` (another trial's), if any:
     a trial that changes only two-stage settings reuses the mixed run of the one it varies."""
     from mechrecall.errors import ArtifactError
-
     from mechrecall.runs import effective_config as effective
 
     wanted = effective(config)

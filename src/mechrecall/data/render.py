@@ -19,7 +19,12 @@ from datasets import Dataset, DatasetDict
 
 from mechrecall.config import WorldConfig
 from mechrecall.data.pools import PRONOUNS
-from mechrecall.data.templates import ANSWER_CUE, ATTRIBUTES, BIO_TEMPLATES, QA_TEMPLATES
+from mechrecall.data.templates import (
+    ANSWER_CUE,
+    ATTRIBUTES,
+    BIO_TEMPLATES,
+    QA_TEMPLATES,
+)
 from mechrecall.data.world import Person, sample_world
 
 SPLITS = ("people", "bio", "bio_eval", "qa_id", "qa_ood")

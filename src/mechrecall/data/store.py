@@ -18,7 +18,11 @@ from transformers import PreTrainedTokenizerFast
 from mechrecall.artifacts import ArtifactDir, check_output, swap_into_place
 from mechrecall.config import WorldConfig, from_dict, to_dict
 from mechrecall.data.render import SPLITS, build_world, dataset_fingerprint
-from mechrecall.data.tokenizer import build_world_tokenizer, load_world_tokenizer, save_world_tokenizer
+from mechrecall.data.tokenizer import (
+    build_world_tokenizer,
+    load_world_tokenizer,
+    save_world_tokenizer,
+)
 from mechrecall.errors import ArtifactError
 
 DATA_DIR = "data"

@@ -20,7 +20,15 @@ from mechrecall.errors import ConfigError
 from mechrecall.evaluation import accuracy_evaluator
 from mechrecall.masks import Mask, mask_size, random_like, set_weights
 from mechrecall.params import ParameterIndex
-from mechrecall.report.table import METRIC_NAMES, Groups, Section, above_chance, across, estimate, row
+from mechrecall.report.table import (
+    METRIC_NAMES,
+    Groups,
+    Section,
+    above_chance,
+    estimate,
+    every_run_has,
+    row,
+)
 from mechrecall.report.verdicts import against_control, compare_strategies, no_claim
 from mechrecall.results import Result
 from mechrecall.runs import BASE, TUNED, Run
@@ -99,8 +107,8 @@ def _result(r) -> AblateResult | None:
 
 
 def section(groups: Groups) -> Section | None:
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(_result(r) for r in runs):
+    runs = every_run_has(groups, "ablate")
+    if runs is None:
         return None
     section = Section(
         "ablation", "Shared ablation against random",

@@ -304,11 +304,11 @@ def _result(r) -> AttentionResult | None:
 
 
 def section(groups):
-    from mechrecall.report.table import Section, estimate, row
+    from mechrecall.report.table import Section, estimate, every_run_has, row
     from mechrecall.report.verdicts import compare_strategies, no_claim
 
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(_result(r) for r in runs):
+    runs = every_run_has(groups, "attention")
+    if runs is None:
         return None
     section = Section(
         "attention", "Attention patterns",

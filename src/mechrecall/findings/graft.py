@@ -23,7 +23,6 @@ from __future__ import annotations
 import random
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from rich.progress import track
@@ -32,11 +31,26 @@ from transformer_lens import HookedTransformer
 
 from mechrecall.analysis import Analysis, option
 from mechrecall.encoding import Encoded, collate, encode_pairs, pad_id, per_example_loss
-from mechrecall.errors import ArtifactError, ConfigError
+from mechrecall.errors import ConfigError
 from mechrecall.evaluation import accuracy_evaluator, exact_match
-from mechrecall.masks import Mask, difference, from_stored, mask_size, overlap, set_weights, to_stored
+from mechrecall.masks import (
+    Mask,
+    difference,
+    mask_size,
+    overlap,
+    set_weights,
+    to_stored,
+)
 from mechrecall.params import ParameterIndex
-from mechrecall.report.table import Groups, Section, above_chance, across, estimate, paired, row
+from mechrecall.report.table import (
+    Groups,
+    Section,
+    above_chance,
+    across,
+    estimate,
+    every_run_has,
+    row,
+)
 from mechrecall.report.verdicts import compare_strategies, no_claim
 from mechrecall.results import Result
 from mechrecall.runs import BASE, TUNED, Run
@@ -239,16 +253,6 @@ class GraftResult(Result):
         return statistics.pstdev(drops) if len(drops) > 1 else 0.0
 
 
-def mask_counts(index: ParameterIndex, mask: Mask) -> dict[str, Any]:
-    flat = index.flatten(mask)
-    by_head = index.count_by_head(flat)
-    return {
-        "by_head": {component: counts.tolist() for component, counts in by_head.items()},
-        "head_total": index.head_totals(by_head).tolist(),
-        "neurons": index.count_by_neuron(flat).tolist(),
-    }
-
-
 def random_subset(mask: Mask, count: int, seed: int) -> Mask:
     """``count`` elements of ``mask`` drawn uniformly (seeded)."""
     names = list(mask)
@@ -307,17 +311,14 @@ def run(run: Run, config: GraftConfig, device: str, progress: bool) -> GraftResu
         history=tuple(learned.history), search=tuple(search),
         accuracy={"grafted": grafted, "tuned": tuned_accuracy, "base": base_accuracy}, recovered_qa_id=search[-1]["recovered"],
         shared_size=shared_size, intersection=intersection, without_shared=without_shared, random_removed=tuple(random_removed),
-        **mask_counts(index, learned.mask),
+        **index.unit_counts(index.flatten(learned.mask)),
     )
 
 
 def read_graft(run: Run, index: ParameterIndex) -> Mask:
-    if GRAFT not in run.directory.manifest["files"]:
-        raise ArtifactError(f"{run.path} has no {GRAFT}: run `mechrecall graft {run.path}` first")
-    try:
-        return from_stored(run.directory.load_tensors(GRAFT), index)
-    except ValueError:
-        raise ArtifactError(f"{run.path / GRAFT} is a mask of another model: run `mechrecall graft {run.path}` again") from None
+    from mechrecall.masks import read_run_mask
+
+    return read_run_mask(run, index, GRAFT, "graft")
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -335,8 +336,8 @@ def _grafts_recover(groups: Groups) -> tuple[bool, str]:
 
 
 def section(groups: Groups) -> Section | None:
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(_graft(r) for r in runs):
+    runs = every_run_has(groups, "graft")
+    if runs is None:
         return None
     section = Section(
         "graft", "Grafting",

@@ -40,9 +40,10 @@ from transformer_lens import HookedTransformer
 from mechrecall.analysis import Analysis, option
 from mechrecall.errors import ConfigError
 from mechrecall.params import ParameterIndex
-from mechrecall.report.table import Groups, Section
+from mechrecall.report.table import Groups, Section, every_run_has
 from mechrecall.results import Result
-from mechrecall.runs import BASE as BASE_FILE, TUNED as TUNED_FILE
+from mechrecall.runs import BASE as BASE_FILE
+from mechrecall.runs import TUNED as TUNED_FILE
 
 RANKINGS = ("shared", "grafted")
 METHODS = ("reset", "zero", "mean")
@@ -349,8 +350,8 @@ def section(groups: Groups) -> Section | None:
     from mechrecall.report.table import above_chance, estimate, row
     from mechrecall.report.verdicts import against_control, no_claim
 
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(_result(r) for r in runs):
+    runs = every_run_has(groups, "heads")
+    if runs is None:
         return None
     first = _result(runs[0])
     section = Section(

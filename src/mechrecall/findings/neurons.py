@@ -20,7 +20,7 @@ from mechrecall.analysis import Analysis, option
 from mechrecall.errors import ConfigError
 from mechrecall.evaluation import accuracy_evaluator
 from mechrecall.params import ParameterIndex
-from mechrecall.report.table import Groups, Section, row
+from mechrecall.report.table import Groups, Section, every_run_has, row
 from mechrecall.results import Result
 from mechrecall.runs import BASE, TUNED, Run
 
@@ -91,8 +91,8 @@ def run(run: Run, config: NeuronsConfig, device: str, progress: bool) -> Neurons
 
 
 def section(groups: Groups) -> Section | None:
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(r.result("neurons") for r in runs):
+    runs = every_run_has(groups, "neurons")
+    if runs is None:
         return None
     result = lambda r: r.result("neurons")  # noqa: E731
     section = Section("neurons", "MLP neurons (not in the study)",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -233,10 +232,10 @@ def _result(r) -> PatchingResult | None:
 
 
 def section(groups):
-    from mechrecall.report.table import Section, row
+    from mechrecall.report.table import Section, every_run_has, row
 
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(_result(r) for r in runs):
+    runs = every_run_has(groups, "patch")
+    if runs is None:
         return None
     section = Section(
         "patching", "Activation patching",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -25,9 +24,22 @@ from torch import Tensor
 from mechrecall.analysis import Analysis, option
 from mechrecall.errors import ConfigError
 from mechrecall.findings.trace import MODES, TRACE_FILES, read_trace
-from mechrecall.influence import log_grid, report_ks, resolve_k, shared_counts, max_ranks
+from mechrecall.influence import (
+    log_grid,
+    max_ranks,
+    report_ks,
+    resolve_k,
+    shared_counts,
+)
 from mechrecall.params import ParameterIndex
-from mechrecall.report.table import Groups, Section, across, estimate, paired, row
+from mechrecall.report.table import (
+    Groups,
+    Section,
+    across,
+    estimate,
+    every_run_has,
+    row,
+)
 from mechrecall.report.verdicts import compare_strategies, no_claim
 from mechrecall.results import Result
 from mechrecall.runs import Run
@@ -104,15 +116,6 @@ def shared_sets(
     return shared_counts(ranks, ks), nulls, ranks < k
 
 
-def mask_counts(index: ParameterIndex, mask: Tensor) -> dict[str, Any]:
-    by_head = index.count_by_head(mask)
-    return {
-        "by_head": {component: counts.tolist() for component, counts in by_head.items()},
-        "head_total": index.head_totals(by_head).tolist(),
-        "neurons": index.count_by_neuron(mask).tolist(),
-    }
-
-
 def run(run: Run, config: SharedConfig, device: str, progress: bool) -> SharedResult:
     trace = read_trace(run, config.trace)
     n = trace.bio.numel()
@@ -126,7 +129,7 @@ def run(run: Run, config: SharedConfig, device: str, progress: bool) -> SharedRe
         {name: tensor.to(torch.uint8) for name, tensor in trace.index.unflatten(mask).items()},
         metadata=trace_metadata(k=k, trace=config.trace),
     )
-    counts = mask_counts(trace.index, mask)
+    counts = trace.index.unit_counts(mask)
     return SharedResult(
         trace=config.trace, measure=str(trace.metadata.get("measure")), n=n, ks=tuple(ks), shared=tuple(shared),
         null_shared=tuple(tuple(d) for d in nulls), k=k, size=int(mask.sum()), kv_heads=trace.index.n_kv_heads, **counts,
@@ -134,15 +137,9 @@ def run(run: Run, config: SharedConfig, device: str, progress: bool) -> SharedRe
 
 
 def read_shared_mask(run: Run, index: ParameterIndex) -> dict[str, Tensor]:
-    from mechrecall.errors import ArtifactError
-    from mechrecall.masks import from_stored
+    from mechrecall.masks import read_run_mask
 
-    if SHARED_MASK not in run.directory.manifest["files"]:
-        raise ArtifactError(f"{run.path} has no {SHARED_MASK}: run `mechrecall shared {run.path}` first")
-    try:
-        return from_stored(run.directory.load_tensors(SHARED_MASK), index)
-    except ValueError:
-        raise ArtifactError(f"{run.path / SHARED_MASK} is a mask of another model: run `mechrecall shared {run.path}` again") from None
+    return read_run_mask(run, index, SHARED_MASK, "shared")
 
 
 def _result(r) -> SharedResult | None:
@@ -150,8 +147,8 @@ def _result(r) -> SharedResult | None:
 
 
 def section(groups: Groups) -> Section | None:
-    runs = [r for rs in groups.values() for r in rs]
-    if not runs or not all(_result(r) for r in runs):
+    runs = every_run_has(groups, "shared")
+    if runs is None:
         return None
     from mechrecall.figures import shared_curve_figure
 

@@ -24,7 +24,14 @@ from mechrecall.analysis import Analysis, option
 from mechrecall.encoding import pad_id
 from mechrecall.errors import ArtifactError, ConfigError
 from mechrecall.influence import (
-    POSTHOC_MEASURES, TASKS, TraceConfig, choose_individuals, flat_influence, posthoc_influence, read_metadata, trace_metadata,
+    POSTHOC_MEASURES,
+    TASKS,
+    TraceConfig,
+    choose_individuals,
+    flat_influence,
+    posthoc_influence,
+    read_metadata,
+    trace_metadata,
     traced_examples,
 )
 from mechrecall.params import ParameterIndex

@@ -21,9 +21,28 @@ from pathlib import Path
 from mechrecall.artifacts import atomic_path
 from mechrecall.config import STRATEGIES
 from mechrecall.report.table import (
-    METRIC_NAMES, METRICS, Groups, Row, RunFacts, Section, accuracy, across, chance, estimate, keeps_facts, row,
+    METRIC_NAMES,
+    METRICS,
+    Groups,
+    Row,
+    RunFacts,
+    Section,
+    accuracy,
+    across,
+    chance,
+    estimate,
+    keeps_facts,
+    row,
 )
-from mechrecall.report.verdicts import AGREES, DISAGREES, NO_CLAIM, NOT_MEASURABLE, Verdict, compare_strategies, no_claim
+from mechrecall.report.verdicts import (
+    AGREES,
+    DISAGREES,
+    NO_CLAIM,
+    NOT_MEASURABLE,
+    Verdict,
+    compare_strategies,
+    no_claim,
+)
 from mechrecall.runs import Run, open_run
 
 __all__ = ["Groups", "Row", "RunFacts", "Section", "gather", "group_runs", "sections", "summary", "write_report"]

@@ -84,6 +84,12 @@ class Section:
 Extract = Callable[[RunFacts], float | None]
 
 
+def every_run_has(groups: Groups, name: str) -> list[RunFacts] | None:
+    """All runs of the groups when each holds analysis ``name``'s result, else None (no section)."""
+    runs = [r for rs in groups.values() for r in rs]
+    return runs if runs and all(r.result(name) is not None for r in runs) else None
+
+
 def values(runs: Sequence[RunFacts], extract: Extract) -> list[float] | None:
     """Per-seed values, or None when any run lacks it."""
     found = [extract(r) for r in runs]
