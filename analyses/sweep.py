@@ -82,15 +82,38 @@ def main() -> None:
     if args.markdown is not None:
         from mechrecall.artifacts import atomic_path
 
-        settings = {row["trial"]: row["overrides"] for row in rows}
+        settings = {}
+        for row in rows:
+            settings.setdefault(row["trial"], effective_settings(Path(row["run"])))
         lines = ["| trial | " + " | ".join(columns) + " | seeds | train s |", "|---" * (len(columns) + 3) + "|"]
         for entry in summary:
             lines.append(f"| {entry['trial']} | " + " | ".join(cell(entry, k) for k in columns.values())
                          + f" | {entry['seeds']} | {entry['train_seconds']:.0f} |")
-        lines += ["", "Settings of each trial (overrides of the preset):", ""]
-        lines += [f"- `{name}`: `{json.dumps(values)}`" for name, values in settings.items()]
+        lines += ["", "Settings of each trial, read from its runs' manifests (θ_pre: the base's own world, model and training):", ""]
+        lines += [f"- `{name}`: {values}" for name, values in settings.items()]
         with atomic_path(args.markdown) as temporary:
             temporary.write_text("\n".join(lines) + "\n")
+
+
+def effective_settings(run: Path) -> str:
+    """What a trial's run was made with, from its manifest (and its base's): independent of what
+    the preset says today."""
+    config = json.loads((run / "manifest.json").read_text())["config"]
+    world, train, model = config["world"], config["train"], config["model"]["name"]
+    shape = f"{world['people']:,} people × {world['bio_per_person']} BIO" + (", permuted" if world["permute"] else "") + (
+        ", full name" if world["fullname"] else ", pronouns")
+    base_manifest = Path(model) / "manifest.json"
+    if base_manifest.exists():
+        base = json.loads(base_manifest.read_text())["config"]
+        bt = base["train"]
+        theta = f"θ_pre {base['model']['name']} pre-trained ({bt['strategy']}, {bt['steps']:,} steps, lr {bt['lr']:g}, wd {bt['weight_decay']:g})"
+    else:
+        theta = f"θ_pre {model} (random initialisation)"
+    qa = "" if train.get("qa_lr") is None else f", QA stage lr {train['qa_lr']:g}"
+    qa += "" if train.get("qa_weight_decay") is None else f" wd {train['qa_weight_decay']:g}"
+    return (f"{shape}; {theta}; fine-tuning {train['steps']:,} steps mixed / {train['bio_steps']:,} + {train['qa_steps']:,} two-stage, "
+            f"lr {train['lr']:g}, wd {train['weight_decay']:g}" + (f" toward {train['decay_to']}" if train.get("decay_to", "zero") != "zero" else "")
+            + f"{qa}, batch {train['batch_size']}, QA share {train['qa_share']:g}")
 
 
 if __name__ == "__main__":

@@ -251,3 +251,31 @@ def test_strategy_gap_table_reads_a_study_without_training(study: Path) -> None:
     assert entry["seeds"] == 2
     with pytest.raises(RunDirError, match="not a study folder"):
         study_rows(study / "s0" / "mixed")
+
+
+def test_a_killed_study_leaves_no_worker_training_and_resumes(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) on reproduce ends it with the interrupted line and exit 130; its training
+    workers stop too (no orphan keeps writing the run), and its checkpoint is kept for the same command to resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "study"
+    command = [sys.executable, "-c", "from mechrecall_cli.app import main; main()", "reproduce", "--preset", "micro", "--out", str(out),
+               "--set", "steps=1500", "--set", "bio_steps=750", "--set", "qa_steps=750", "--set", "checkpoint_every=10",
+               "--no-progress", "--device", "cpu", "--jobs", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = out / "s0" / "mixed" / "checkpoint.safetensors"
+    deadline = time.time() + 240
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    time.sleep(2)
+    before = checkpoint.stat().st_mtime_ns
+    time.sleep(3)
+    assert checkpoint.stat().st_mtime_ns == before  # nothing trains on after the study stopped
+    assert checkpoint.exists()  # what a resume starts from (resuming itself: test_interrupted_study_resumes)

@@ -16,7 +16,7 @@ def test_trial_parsing_routes_settings_and_refuses_unknown_ones() -> None:
     trial = Trial.parse("aug:bio_per_person=3,permute=true,weight_decay=1.0,name=micro")
     world, model, train, base = trial.configs(seed=2)
     assert world.bio_per_person == 3 and world.permute is True and world.seed == 2
-    assert train.weight_decay == 1.0 and train.seed == 2 and model.name == "micro" and base.recipe == "random"
+    assert train.weight_decay == 1.0 and train.seed == 2 and model.name == "micro" and base.recipe == "mixed"  # the tiny preset's base
     with pytest.raises(ConfigError, match="unknown setting 'colour'"):
         Trial.parse("x:colour=blue")
     with pytest.raises(ConfigError, match="qa-share"):
@@ -30,7 +30,7 @@ def test_trial_parsing_routes_settings_and_refuses_unknown_ones() -> None:
 
 
 def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> None:
-    trials = [Trial.parse(f"plain:{SMALL}"), Trial.parse(f"disjoint:{SMALL},base=mixed,base_people=12,base_steps=4,base_batch_size=4")]
+    trials = [Trial.parse(f"plain:{SMALL},base=random"), Trial.parse(f"disjoint:{SMALL},base=mixed,base_people=12,base_steps=4,base_batch_size=4")]
     rows = run_sweep(trials, [0, 1], tmp_path, device="cpu", progress=False)
     assert len(rows) == 8 and {r["strategy"] for r in rows} == {"mixed", "two-stage"}
     bases = list((tmp_path / "bases").iterdir())
@@ -50,7 +50,7 @@ def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> 
     again = run_sweep(trials[:1], [0], tmp_path, device="cpu", progress=False)  # finished runs are reused
     assert again[0]["run"] == rows[0]["run"] and again[0]["qa_ood"] == rows[0]["qa_ood"]
     # a trial that changes only the two-stage QA stage reuses the mixed run of the trial it varies
-    varied = run_sweep([Trial.parse(f"gentle:{SMALL},qa_lr=1e-4")], [0], tmp_path, device="cpu", progress=False)
+    varied = run_sweep([Trial.parse(f"gentle:{SMALL},base=random,qa_lr=3e-5")], [0], tmp_path, device="cpu", progress=False)
     assert varied[0]["strategy"] == "mixed" and varied[0]["run"] == rows[0]["run"]
     assert varied[1]["run"].endswith("gentle/two-stage-s0")
 

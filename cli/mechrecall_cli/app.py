@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -441,6 +442,11 @@ def pretrain(
 def main() -> None:
     # typer vendors its own click: take its usage-error class from the one it exports
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+    def terminated(signum: int, frame: object) -> None:  # `kill`: stop as Ctrl-C does, workers included
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         code = app(standalone_mode=False)
     except usage_error as error:  # a bad option or argument: one line, exit code 2

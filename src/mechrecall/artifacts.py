@@ -322,16 +322,33 @@ def output_lock(path: Path) -> Iterator[None]:
 
     path = Path(path)
     check_output_path(path)
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path.parent / f".{path.name}.lock", "a+")  # noqa: SIM115 - held until the with block ends
-    try:
+    lock = path.parent / f".{path.name}.lock"
+    while True:
+        handle = open(lock, "a+")  # noqa: SIM115 - held until the with block ends
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise RunDirError(f"another mechrecall process is writing {path}: wait for it to finish, or choose another --out") from None
+        try:  # the holder before us may have removed the file between our open and our lock
+            if os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
         yield
     finally:
+        # remove the lock file while still holding it, so nothing of ours is left beside the output
+        lock.unlink(missing_ok=True)
         handle.close()
+        for folder in created:  # folders made only to hold the lock, left empty by a refused command
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def swap_into_place(staging: Path, out: Path) -> None:

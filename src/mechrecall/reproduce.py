@@ -343,10 +343,16 @@ def train_job(job: dict[str, Any], on_step: Callable[[int], None] | None = None)
         train_run(job["world"], job["path"], job["model"], job["train"], overwrite=True, **arguments)
 
 
-def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any) -> float:
+class _Stopped(Exception):
+    """A worker's training stopped because the study stopped (its checkpoint resumes it)."""
+
+
+def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any, stop: Any) -> float:
     """A worker process: train with an equal share of the CPU cores among the workers still
     training (re-read every 100 steps: when one finishes, the others take its cores), reporting
-    progress on ``queue``."""
+    progress on ``queue``. It stops at the next step once ``stop`` is set or the study's process
+    is gone (killed), never training on as an orphan."""
+    import os
     import warnings
 
     import torch
@@ -357,8 +363,11 @@ def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any) -> f
         return max(1, cores // max(1, active.value))
 
     torch.set_num_threads(share())
+    parent = os.getppid()
 
     def on_step(step: int) -> None:
+        if os.getppid() != parent or (step % 10 == 0 and stop.is_set()):
+            raise _Stopped(f"{job['id']} stopped at step {step}")
         if step % 10 == 0:
             queue.put((job["id"], step))
         if step % 100 == 0 and torch.get_num_threads() != share():
@@ -383,26 +392,42 @@ def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dic
     """Run the training steps ``jobs`` in ``workers`` processes; return each one's seconds."""
     import multiprocessing
     import os
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")
     seconds: dict[str, float] = {}
     with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         queue = manager.Queue()
         active = manager.Value("i", min(workers, len(jobs)))  # trainings running now
-        futures = {pool.submit(_train_worker, step.job, os.cpu_count() or 1, queue, active): step for step in jobs}
+        stop = manager.Event()
+        futures = {pool.submit(_train_worker, step.job, os.cpu_count() or 1, queue, active, stop): step for step in jobs}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            while not queue.empty():
-                step_id, step_count = queue.get()
-                bar.update(tasks[step_id], completed=step_count)
-            for future in done:
-                step = futures[future]
-                seconds[step.id] = future.result()  # re-raises a worker's error here
-                active.value = max(1, min(workers, len(pending)))
-                bar.update(tasks[step.id], completed=step.total, status=f"{seconds[step.id]:.1f} s")
+        try:
+            _collect(futures, pending, queue, active, workers, bar, tasks, seconds)
+        except BaseException:  # Ctrl-C, a termination signal, a worker's error: the others stop too
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
     return seconds
+
+
+def _collect(
+    futures: dict[Any, Step], pending: set[Any], queue: Any, active: Any, workers: int, bar: Progress, tasks: dict[str, Any],
+    seconds: dict[str, float],
+) -> None:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    while pending:
+        done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        while not queue.empty():
+            step_id, step_count = queue.get()
+            bar.update(tasks[step_id], completed=step_count)
+        for future in done:
+            step = futures[future]
+            seconds[step.id] = future.result()  # re-raises a worker's error here
+            active.value = max(1, min(workers, len(pending)))
+            bar.update(tasks[step.id], completed=step.total, status=f"{seconds[step.id]:.1f} s")
 
 
 def _open_study(out: Path, config: ReproduceConfig, study: StudyConfig) -> ArtifactDir:
