@@ -91,8 +91,35 @@ def main() -> None:
                          + f" | {entry['seeds']} | {entry['train_seconds']:.0f} |")
         lines += ["", "Settings of each trial, read from its runs' manifests (θ_pre: the base's own world, model and training):", ""]
         lines += [f"- `{name}`: {values}" for name, values in settings.items()]
+        traced = [row for row in rows if row.get("evals")]
+        if traced:
+            lines += ["", "Trajectories (step: BIO / QA-ID / QA-OOD %, from each run's evaluations along training):", ""]
+            for row in traced:
+                points = ", ".join(f"{e['step']}: {100 * e['bio']:.1f} / {100 * e['qa_id']:.1f} / {100 * e['qa_ood']:.1f}" for e in row["evals"])
+                lines.append(f"- `{row['trial']}` {row['strategy']}: {points}")
+        stopped = unfinished(args.root)
+        if stopped:
+            lines += ["", "Trials stopped before their end (their last evaluation, from the checkpoint; kept as measured):", ""]
+            lines += [f"- {line}" for line in stopped]
         with atomic_path(args.markdown) as temporary:
             temporary.write_text("\n".join(lines) + "\n")
+
+
+def unfinished(root: Path) -> list[str]:
+    """Runs under ``root`` that stopped before their last step: their last evaluation."""
+    from safetensors import safe_open
+
+    found = []
+    for checkpoint in sorted(root.glob("*/*-s*/checkpoint.safetensors")):
+        with safe_open(str(checkpoint), framework="pt") as handle:
+            state = json.loads(handle.metadata()["state"])
+        evals = state.get("evals") or []
+        run = checkpoint.parent
+        last = evals[-1] if evals else None
+        measured = (f"step {last['step']}: BIO {100 * last['bio']:.1f}, QA-ID {100 * last['qa_id']:.1f}, QA-OOD {100 * last['qa_ood']:.1f}"
+                    if last else "no evaluation yet")
+        found.append(f"`{run.parent.name}/{run.name}` (stopped at step {state['step']}; {measured}); settings: {effective_settings(run)}")
+    return found
 
 
 def effective_settings(run: Path) -> str:

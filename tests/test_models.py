@@ -176,3 +176,31 @@ def test_build_like_has_the_converted_architecture_with_random_weights() -> None
     config.architectures = ["NoSuchModelForCausalLM"]
     with pytest.raises(ModelNotAvailableError, match="cannot build this architecture"):
         models.build_like(config)
+
+
+def test_checkpoints_that_are_not_plain_model_directories_are_refused_in_one_line(checkpoint: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    def variant(name: str, change) -> str:
+        copy = tmp_path / name
+        shutil.copytree(checkpoint, copy)
+        change(copy)
+        return str(copy)
+
+    def remote_code(folder: Path) -> None:  # custom modelling code shipped with the weights
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "modeling_evil.py").write_text("open('PWNED', 'w').write('ran')\n")
+
+    cases = {
+        "remote": (remote_code, "never runs code from a checkpoint"),
+        "empty": (lambda f: (f / "config.json").write_text(""), "not a JSON model config"),
+        "untyped": (lambda f: (f / "config.json").write_text("{}"), "names no model_type"),
+        "no-tokenizer": (lambda f: [p.unlink() for p in f.iterdir() if "token" in p.name or p.name == "vocab.json"], "could not load"),
+    }
+    for name, (change, fragment) in cases.items():
+        with pytest.raises(ModelNotAvailableError, match=fragment):
+            models.load_checkpoint(variant(name, change))
+    assert not Path("PWNED").exists() and not (tmp_path / "remote" / "PWNED").exists()

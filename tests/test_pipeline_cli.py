@@ -66,11 +66,12 @@ def test_bad_analysis_options(two_runs: tuple[Path, Path]) -> None:
         (["graft", mixed, "--sparsity", "1.5"], "--sparsity must lie strictly between 0 and 1"),
         (["graft", mixed, "--target", "lots"], "--target 'lots' is not a number (or none)"),
         (["graft", mixed, "--lr", "nan"], "--lr must be a positive number"),
-        (["ablate", mixed, "--draws", "0"], "--draws must be at least 1"),
+        (["ablate", mixed, "--draws", "0"], "'--draws': Input should be greater than or equal to 1"),
+            (["shared", mixed, "--null-draws", "99999999999999999999"], "'--null-draws': Input should be less than or equal to 1000"),
         (["heads", mixed, "--curve", "5,x"], "not a comma-separated list of numbers"),
         (["trace", mixed, "--measure", "hessian"], "'hessian' is not one of"),
         (["trace", mixed, "--split", "bio"], "'bio' is not one of"),
-        (["patch", mixed, "--pairs", "0"], "--pairs must be at least 1"),
+        (["patch", mixed, "--pairs", "0"], "'--pairs': Input should be greater than or equal to 1"),
     ):
         result = runner.invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, result.output

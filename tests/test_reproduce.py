@@ -199,7 +199,8 @@ def test_any_seed_on_demand(study: Path, tmp_path: Path) -> None:
         (["--set", "permute=1"], "permute takes true or false"),
         (["--set", "steps=1.5"], "steps takes an integer"),
         (["--set", "heads_top=abc"], "heads top 'abc' is neither a percentage"),
-        (["--set", "name=no-such-model"], "model 'no-such-model' is not available offline"),
+        (["--set", "name=no-such-model", "--set", "base=random"], "model 'no-such-model' is not available offline"),
+        (["--set", "name=no-such-model"], "a base pre-trained here needs a model built here"),
         (["--jobs", "0"], "--jobs must be at least 1"),
         (["--device", "bogus"], "unknown --device 'bogus'"),
     ],
@@ -279,3 +280,21 @@ def test_a_killed_study_leaves_no_worker_training_and_resumes(tmp_path: Path) ->
     time.sleep(3)
     assert checkpoint.stat().st_mtime_ns == before  # nothing trains on after the study stopped
     assert checkpoint.exists()  # what a resume starts from (resuming itself: test_interrupted_study_resumes)
+
+
+def test_results_table_has_a_row_per_seed_strategy_and_measure(study: Path) -> None:
+    import csv
+
+    from mechrecall.runs import open_run
+
+    with open(study / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and set(rows[0]) == {"seed", "strategy", "source", "measure", "value"}
+    for seed in (0, 1):
+        for strategy in ("mixed", "two-stage"):
+            mine = {(r["source"], r["measure"]): float(r["value"]) for r in rows if r["seed"] == str(seed) and r["strategy"] == strategy}
+            metrics = open_run(study / f"s{seed}" / strategy).metrics()
+            assert mine["metrics", "qa_ood.accuracy"] == pytest.approx(metrics["qa_ood"]["accuracy"])
+            assert ("training", "relative_update") in mine and {"shared", "graft", "ablate", "heads"} <= {s for s, _ in mine}
+            assert (("training", "bio_after_stage1") in mine) == (strategy == "two-stage")
+    assert "results.csv" in json.loads((study / "manifest.json").read_text())["files"]

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -169,7 +170,9 @@ def evaluate(
 
     Example: mechrecall eval runs/mix runs/two"""
     import mechrecall as mr
+    from mechrecall.runs import resolve_device
 
+    resolve_device(device)
     _quiet_libraries()
     results = {str(run): mr.evaluate_run(run, which=which, batch_size=batch_size, device=device) for run in runs}
     if as_json:
@@ -189,8 +192,13 @@ def report(
     Several runs of one strategy are seeds: values become mean ± spread.
 
     Example: mechrecall report runs/mix runs/two --out runs/report"""
+    from mechrecall.artifacts import check_output_path
+    from mechrecall.errors import RunDirError
     from mechrecall.report import group_runs, write_report
 
+    check_output_path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file: give a folder for report.md and report.html")
     _quiet_libraries()
     groups = group_runs(runs)
     markdown, page = write_report(groups, out)
@@ -363,7 +371,10 @@ def _analysis_command(analysis: Any) -> None:
             converters[f.name] = lambda value: value.value
         elif kind is bool:
             annotation, default = bool, typer.Option(f.default, f"{flag}/--no-{flag[2:]}", help=help_text)
-        elif kind in (int, float, str):
+        elif kind is int:  # seeds, indices and counts: bounded, so a typo cannot ask for 10^20 draws
+            low, high = (0, 2**63 - 1) if f.name in ("seed", "example") else (1, 1_000 if "draws" in f.name else 1_000_000)
+            annotation, default = int, typer.Option(f.default, flag, help=help_text, min=low, max=high)
+        elif kind in (float, str):
             annotation, default = kind, typer.Option(f.default, flag, help=help_text)
         elif typing.get_origin(kind) is tuple:
             annotation, default = str, typer.Option(",".join(f"{x:g}" for x in f.default), flag, help=help_text + " (comma-separated)")
@@ -439,16 +450,18 @@ def pretrain(
     print_metrics({str(run.path): run.metrics()})
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The ``mechrecall`` command (``argv``: its arguments, default the process's)."""
     # typer vendors its own click: take its usage-error class from the one it exports
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
     def terminated(signum: int, frame: object) -> None:  # `kill`: stop as Ctrl-C does, workers included
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminated)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except usage_error as error:  # a bad option or argument: one line, exit code 2
         error_console.print(f"[red]error:[/red] {error.format_message()} (see `{error.ctx.command_path if error.ctx else 'mechrecall'} --help`)",
                             highlight=False, soft_wrap=True)

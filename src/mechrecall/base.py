@@ -30,8 +30,11 @@ def base_configs(study: StudyConfig):
 
 def pretrain(study: StudyConfig, out: Path | str, device: str | None = None, progress: bool = True) -> Run:
     """Pre-train the study's base into the run directory ``out`` (resumes an unfinished one)."""
+    from mechrecall.artifacts import check_output_path
+
     world, model, training = base_configs(study)
     out = Path(out)
+    check_output_path(out)  # before the base's world is written beside it
     world_dir = out.parent / f".{out.name}.world"  # the run keeps its own copy of the data
     if not (world_dir / "manifest.json").exists():
         save_world(create_world(world), world_dir, overwrite=world_dir.exists())

@@ -274,7 +274,7 @@ class StudyConfig:
 
 PRESETS: dict[str, StudyConfig] = {
     # Chosen from the sweep of docs/sweep.md (seed 0, tiny-h16, one CPU core per training): with a
-    # base pre-trained on 1,000 other people with the mixed recipe (BIO + QA of 80%: it can extract
+    # base pre-trained on 1,000 other people with the mixed recipe (BIO + QA of half of them: it can extract
     # facts before the study starts), fine-tuning at lr 1e-3 and weight decay 0.1 moves the weights
     # by 0.36 × ‖θ_pre‖ and resetting 1% of elements at random keeps 95% of mixed QA-OOD (38.5%).
     # Two-stage's QA stage at lr 1e-3 erased its biographies (BIO 37%); at lr 1e-4 with weight

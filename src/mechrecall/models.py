@@ -115,15 +115,53 @@ def resolve_checkpoint(name_or_path: str) -> Path:
     )
 
 
+def check_checkpoint_config(directory: Path) -> None:
+    """Refuse, before transformers reads it, a checkpoint whose ``config.json`` is not a model config
+    or that asks to run its own code (``auto_map``: custom modelling or tokenizer code shipped with
+    the weights). mechrecall never runs code from a checkpoint, and never asks whether to."""
+    import json
+
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelNotAvailableError(f"{directory}/config.json is not a JSON model config: give a directory saved with `save_pretrained`") from None
+    if not isinstance(config, dict) or not config.get("model_type"):
+        raise ModelNotAvailableError(f"{directory}/config.json names no model_type: give a directory saved with `save_pretrained`")
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tokenizer_config.json")
+    if not any((directory / name).is_file() for name in tokenizer_files):
+        raise ModelNotAvailableError(
+            f"could not load the checkpoint in {directory}: it has weights but no tokenizer files ({', '.join(tokenizer_files[:3])} …); "
+            "save the tokenizer beside them (`tokenizer.save_pretrained`)"
+        )
+    tokenizer_config: object = {}
+    if (directory / "tokenizer_config.json").is_file():
+        try:
+            tokenizer_config = json.loads((directory / "tokenizer_config.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelNotAvailableError(f"{directory}/tokenizer_config.json is not valid JSON: save the tokenizer again") from None
+    custom = [name for name, content in (("config.json", config), ("tokenizer_config.json", tokenizer_config))
+              if isinstance(content, dict) and "auto_map" in content]
+    if custom:
+        raise ModelNotAvailableError(
+            f"{directory} asks to run its own code ({custom[0]} has auto_map): mechrecall never runs code from a checkpoint; "
+            "use a checkpoint of a standard transformers architecture"
+        )
+
+
 def load_hf_checkpoint(name_or_path: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The original Hugging Face model and its tokenizer, offline."""
     directory = resolve_checkpoint(name_or_path)
+    check_checkpoint_config(directory)
     transformers.utils.logging.disable_progress_bar()
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype(dtype), local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except OSError as error:
-        raise ModelNotAvailableError(f"could not load the checkpoint in {directory}: {_first_line(error)}") from None
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(directory), dtype=torch_dtype(dtype), local_files_only=True, trust_remote_code=False
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelNotAvailableError(
+            f"could not load the checkpoint in {directory} (weights and tokenizer, as `save_pretrained` writes them): {_first_line(error)[:200]}"
+        ) from None
     hf_model.eval()
     return hf_model, tokenizer
 

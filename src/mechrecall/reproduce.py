@@ -166,6 +166,7 @@ def run_path(out: Path, seed: int, strategy: str) -> Path:
 
 
 BASE_DIR = "base"
+RESULTS_TABLE = "results.csv"  # one row per seed, strategy and measure (mechrecall.results_table)
 
 
 def base_path(out: Path) -> Path:
@@ -226,16 +227,20 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
     def make_report(report: Report) -> None:
         from mechrecall.report import group_runs, write_report
 
+        from mechrecall.results_table import write_results_table
+
         write_report(group_runs(runs), out, title=f"mechrecall: the {config.preset} preset beside the study",
                      preamble=preamble(config, study, out), png=png)
-        ArtifactDir.open(out).record("report.md")
-        ArtifactDir.open(out).record("report.html")
+        write_results_table([(seed, strategy, run_path(out, seed, strategy)) for seed in config.seeds for strategy in config.strategies],
+                            out / RESULTS_TABLE)
+        for name in ("report.md", "report.html", RESULTS_TABLE):
+            ArtifactDir.open(out).record(name)
 
     from mechrecall.report import static_exporter
 
     png = static_exporter()  # a report made without PNGs is made again once an exporter is there
     steps.append(Step("report", {"preset": config.preset, "format": REPORT_FORMAT, "overrides": config.overrides, "png": png},
-                      report_inputs, lambda: file_hashes(out, ("report.md", "report.html"), require_complete=False, label="study"),
+                      report_inputs, lambda: file_hashes(out, ("report.md", "report.html", RESULTS_TABLE), require_complete=False, label="study"),
                       make_report))
     return steps
 
@@ -564,6 +569,7 @@ def export_report(out: Path | str, destination: Path | str) -> list[Path]:
     if not (out / "report.md").is_file():
         raise ArtifactError(f"{out} has no report.md: run `mechrecall reproduce --out {out}` first")
     sources = [out / "report.md", out / "report.html", *sorted((out / "figures").glob("*"))]
+    sources += [out / RESULTS_TABLE] if (out / RESULTS_TABLE).is_file() else []
     written = []
     for source in sources:
         target = destination / source.relative_to(out)
@@ -576,6 +582,11 @@ def export_report(out: Path | str, destination: Path | str) -> list[Path]:
 def check_destination(destination: Path | str) -> None:
     """Refuse a ``--figures`` destination that is a file (before the study runs, not after)."""
     destination = Path(destination)
+    for parent in destination.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--figures {destination}: {parent} is a file, not a folder")
+    if any(len(part.encode()) > 255 for part in destination.parts):
+        raise ConfigError(f"--figures {str(destination)[:40]}…: a name longer than the file system allows (255 bytes)")
     for folder in (destination, destination / "figures"):
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"--figures {destination}: {folder} is a file; give a folder")

@@ -56,6 +56,12 @@ def resolve_device(device: str | None = None) -> str:
         raise ConfigError(f"unknown --device {device!r}: use cpu or cuda (cuda:N)") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available here; use cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 … or cpu")
+    if parsed.type == "mps" and not (torch.backends.mps.is_built() and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {device}: this torch has no usable MPS (Apple GPU) support; use cpu")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {device}: mechrecall trains and evaluates on cpu, cuda or mps, not {parsed.type}")
     return device
 
 

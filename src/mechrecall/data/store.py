@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,25 @@ def create_world(config: WorldConfig) -> World:
     return World(config=config, dataset=build_world(config), tokenizer=build_world_tokenizer())
 
 
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No ``datasets`` progress bars from library code (a notebook shows them as widgets)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def write_world_data(world: World, directory: ArtifactDir) -> None:
     """Save the dataset and tokenizer under ``directory/data`` and record them."""
-    with directory.write_folder(DATA_DIR) as folder:
+    with directory.write_folder(DATA_DIR) as folder, quiet_datasets():
         world.dataset.save_to_disk(str(folder))
-        save_world_tokenizer(world.tokenizer, folder / "tokenizer.json")
+        save_world_tokenizer(world.tokenizer, folder)
 
 
 def save_world(world: World, out: Path, overwrite: bool = False) -> ArtifactDir:

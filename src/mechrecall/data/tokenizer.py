@@ -63,9 +63,13 @@ def wrap_tokenizer(core: Tokenizer) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def save_world_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
-    """Write ``tokenizer.json`` (the ``tokenizers`` format) to ``path``."""
-    path.write_text(tokenizer.backend_tokenizer.to_str(pretty=True))
+def save_world_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
+    """Write the tokenizer into ``folder`` as Hugging Face does (``save_pretrained``):
+    ``tokenizer.json`` (the ``tokenizers`` format, what mechrecall reads back) and
+    ``tokenizer_config.json`` with its BOS, EOS, PAD and UNK roles, so that
+    ``AutoTokenizer.from_pretrained(folder)`` — and TransformerLens or nnsight through it — opens
+    it without mechrecall."""
+    tokenizer.save_pretrained(str(folder))
 
 
 def load_world_tokenizer(path: Path) -> PreTrainedTokenizerFast:
