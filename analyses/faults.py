@@ -214,6 +214,14 @@ def main() -> None:
     parser.add_argument("--commands", default=None, help="comma-separated commands (default: every one)")
     parser.add_argument("--verbose", action="store_true", help="a line per case as it ends")
     args = parser.parse_args()
+    import typer
+
+    from mechrecall_cli.app import app
+
+    known = set(typer.main.get_command(app).commands)
+    unknown = sorted(set(args.commands.split(",")) - known) if args.commands else []
+    if unknown:
+        parser.exit(2, f"error: --commands {unknown[0]!r} is not a mechrecall command: choose from {', '.join(sorted(known))}\n")
     import datasets
 
     datasets.disable_progress_bars()

@@ -47,6 +47,10 @@ def main() -> None:
     parser.add_argument("--study", type=Path, default=Path("runs/tiny"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if not (args.study / "steps.json").is_file():
+        parser.exit(2, f"error: {args.study} is not a study folder (no steps.json): run `mechrecall reproduce --out {args.study}` first\n")
+    if not (args.study / f"s{args.seed}" / "mixed" / "manifest.json").is_file():
+        parser.exit(2, f"error: {args.study} has no trained seed {args.seed}: give a seed the study ran (--seed)\n")
     for name, seconds in parts(args.study, args.seed).items():
         print(f"{name:<48} {seconds:8.0f} s  {seconds / 60:6.1f} min")
 
