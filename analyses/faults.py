@@ -75,6 +75,7 @@ def base_args(command: str, fixtures: dict[str, Path], out: Path) -> list[str]:
         "reproduce": ["--preset", "micro", "--out", str(out), "--no-progress"],
         "presets": [],
         "pretrain": ["--preset", "micro", "--out", str(out), "--no-progress"],
+        "export": [run, str(out)],
     }.get(command, [run, "--no-progress"] if command not in ("presets",) else [])
 
 
@@ -116,8 +117,9 @@ def cases(fixtures: dict[str, Path], scratch: Path) -> list[Case]:
                 out = scratch / f"out-{len(found)}"
                 args = base_args(command, fixtures, out)
                 if parameter.param_type_name == "argument":
-                    position = 0
-                    args = [value, *args[1:]] if args else [value]
+                    arguments = [p for p in click_command.params if p.param_type_name == "argument"]
+                    position = arguments.index(parameter)
+                    args = [*args[:position], value, *args[position + 1:]]
                 else:
                     flag = parameter.opts[0]
                     if flag in args:

@@ -75,7 +75,12 @@ def main() -> None:
             if not rows:
                 fail(f"{args.study} has no trained runs yet: run `mechrecall reproduce --out {args.study}` first")
             summary = summarize(rows)
-            seeds = ",".join(str(s) for s in sorted({row["seed"] for row in rows}))
+            by_strategy = {}
+            for row in rows:
+                by_strategy.setdefault(row["strategy"], set()).add(row["seed"])
+            seeds = "; ".join(f"{strategy} {','.join(map(str, sorted(found)))}" for strategy, found in sorted(by_strategy.items()))
+            if len({frozenset(found) for found in by_strategy.values()}) > 1:
+                seeds += " (the gap: seeds with both)"
         else:
             presets = (args.presets or "tiny").split(",")
             unknown = [p for p in presets if p not in PRESETS]

@@ -43,3 +43,28 @@ def test_tensors_round_trip_and_tampering_is_caught(tmp_path: Path) -> None:
         reopened.load_tensors("w.safetensors")
     with pytest.raises(ArtifactError, match="not recorded"):
         reopened.load_tensors("absent.safetensors")
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    """safetensors orders its metadata by a per-process hash: without the canonical header, the same
+    trace hashed differently run to run (found by test_kill_resume)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from pathlib import Path; from mechrecall.artifacts import write_safetensors; "
+        "write_safetensors(Path(sys.argv[1]), {'b': torch.arange(6.).reshape(2, 3), 'a': torch.ones(3, dtype=torch.int32)}, "
+        "{k: str(i) for i, k in enumerate('pqrstuvw')})"
+    )
+    written = []
+    for index in range(3):
+        path = tmp_path / f"{index}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+        written.append(path.read_bytes())
+    assert written[0] == written[1] == written[2]
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(tmp_path / "0.safetensors")["b"], torch.arange(6.0).reshape(2, 3))
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as handle:
+        assert handle.metadata() == {k: str(i) for i, k in enumerate("pqrstuvw")}

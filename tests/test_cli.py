@@ -54,8 +54,8 @@ def test_max_steps_caps_a_smoke_run(world_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "fragment"),
     [
-        (["--strategy", "three-stage"], "unknown strategy 'three-stage'"),
-        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--strategy", "three-stage"], "'three-stage' is not one of"),
+        (["--preset", "huge"], "'huge' is not one of"),
         (["--qa-share", "0"], "qa-share must lie strictly between 0 and 1"),
         (["--qa-share", "1.2"], "qa-share must lie strictly between 0 and 1"),
         (["--steps", "0"], "steps must be at least 1"),
@@ -111,7 +111,7 @@ def test_existing_output_needs_overwrite_and_overwrite_only_replaces_what_mechre
     run = tmp_path / "run"
     assert _run("train", world_dir, "--out", run, "--model", "micro", "--steps", "3", "--batch-size", "4", "--no-progress").exit_code == 0
     before = _snapshot(run)
-    _one_line_error(_run("train", world_dir, "--out", run, "--model", "micro", "--overwrite", "--dtype", "int8"), "unknown dtype 'int8'")
+    _one_line_error(_run("train", world_dir, "--out", run, "--model", "micro", "--overwrite", "--dtype", "int8"), "'int8' is not one of")
     _one_line_error(_run("train", world_dir, "--out", run, "--model", "micro", "--overwrite", "--lr", "nan"), "lr must be a positive number")
     assert _snapshot(run) == before
     _one_line_error(_run("train", world_dir, "--out", world_dir, "--model", "micro", "--overwrite"), "input of this command")
@@ -213,7 +213,7 @@ def test_a_corrupt_artifact_is_one_named_error(mixed_run: mr.Run, tmp_path: Path
 def test_every_command_explains_itself() -> None:
     from mechrecall.registry import ANALYSES
 
-    commands = ["data", "train", "eval", "report", "reproduce", "presets", "pretrain", "ablate-heads", *(a.name for a in ANALYSES)]
+    commands = ["data", "train", "eval", "report", "reproduce", "presets", "pretrain", "export", "ablate-heads", *(a.name for a in ANALYSES)]
     for command in commands:
         result = _run(command, "--help")
         assert result.exit_code == 0 and "Example:" in result.output, command
@@ -221,6 +221,21 @@ def test_every_command_explains_itself() -> None:
     version = _run("--version")
     assert version.exit_code == 0 and version.output.startswith("mechrecall ")
     assert "report" in _run("report", "--help").output and _run("report", "x").exit_code == 2  # --out is required
+
+
+def test_the_cli_choices_are_the_librarys() -> None:
+    """--help lists choices without importing torch, so the CLI spells them out: they must stay
+    the library's (a preset or strategy added there and not here could not be chosen)."""
+    from mechrecall import config, models
+    from mechrecall_cli import app
+
+    assert {c.value for c in app.Preset} == set(config.PRESETS)
+    assert {c.value for c in app.Population} == set(config.POPULATIONS)
+    assert {c.value for c in app.Dtype} == set(models.DTYPES)
+    assert {c.value for c in app.Strategy} == {*config.STRATEGIES, "bio"}
+    assert "<mixed|two-stage|bio>" in _run("train", "--help").output
+    wrong = _run("train", "w", "--out", "x", "--strategy", "mix")
+    assert wrong.exit_code == 2 and "'mix' is not one of" in wrong.output
 
 
 def test_train_with_the_study_trace_from_the_command_line(world_dir: Path, tmp_path: Path) -> None:
@@ -231,4 +246,4 @@ def test_train_with_the_study_trace_from_the_command_line(world_dir: Path, tmp_p
     assert "trace_training.safetensors" in run.directory.manifest["files"]
     assert run.train_config.decay_to == "base" and len(run.directory.manifest["training"]["evals"]) == 2
     _one_line_error(_run("train", world_dir, "--out", tmp_path / "x", "--model", "micro", "--trace-individuals", "3", "--trace-all"), "not both")
-    _one_line_error(_run("train", world_dir, "--out", tmp_path / "x", "--model", "micro", "--decay-to", "one"), "decay-to must be zero or base")
+    _one_line_error(_run("train", world_dir, "--out", tmp_path / "x", "--model", "micro", "--decay-to", "one"), "'one' is not one of")

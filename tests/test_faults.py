@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 FAULTS = Path(__file__).resolve().parents[1] / "analyses" / "faults.py"
-FAST = {"data", "train", "eval", "report", "presets", "shared", "graft", "ablate", "heads", "neurons", "attention", "patch", "trace"}
+FAST = {"data", "train", "eval", "report", "presets", "export", "shared", "graft", "ablate", "heads", "neurons", "attention", "patch", "trace"}
 
 
 @pytest.fixture(scope="module")

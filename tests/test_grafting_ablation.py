@@ -133,6 +133,8 @@ def test_graft_run_reports_accuracies_overlap_and_its_controls(localized_run: mr
     base, tuned = run.directory.load_tensors("base.safetensors"), run.directory.load_tensors("model.safetensors")
     with torch.no_grad():
         for name, parameter in model.named_parameters():
+            if name not in graft:  # a frozen parameter (b_U of a model without one): never masked, θ_task = θ_pre
+                continue
             keep = graft[name] & ~shared[name]
             parameter.copy_(base[name])
             parameter[keep] = tuned[name][keep]
@@ -167,6 +169,8 @@ def test_shared_ablation_equals_element_by_element_resets(localized_run: mr.Run)
     def reset_by_hand(chosen) -> dict[str, float]:
         with torch.no_grad():
             for name, parameter in model.named_parameters():
+                if name not in chosen:  # a frozen parameter: never in a mask
+                    continue
                 values = tuned[name].clone().reshape(-1)
                 for flat in chosen[name].reshape(-1).nonzero().flatten().tolist():  # one element at a time
                     values[flat] = base[name].reshape(-1)[flat]
@@ -216,7 +220,8 @@ def test_mask_learning_finds_elements_the_base_mask_missed(mixed_run: mr.Run, we
     index, _, tuned = weights
     damaged = random_global(index, round(0.02 * index.numel), seed=0)
     generator = torch.Generator().manual_seed(1)
-    pre = {n: torch.where(damaged[n], t + 3 * t.std() * torch.randn(t.shape, generator=generator), t) for n, t in tuned.items()}
+    pre = {n: torch.where(damaged[n], t + 3 * t.std() * torch.randn(t.shape, generator=generator), t) if n in damaged else t
+           for n, t in tuned.items()}  # frozen parameters (no b_U here) are in no mask
     model = mixed_run.load_model()
     fit, heldout = graft_examples(mixed_run.world(), model.tokenizer, 0.25, 0)
     result = learn_graft(model, index, pre, tuned, fit, heldout, GraftConfig(sparsity=0.005, steps=30, eval_every=5, batch_size=32))

@@ -5,6 +5,7 @@ Any :class:`mechrecall.MechrecallError` becomes one line on stderr and exit code
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import os
@@ -16,12 +17,37 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+class _OneLineUsageErrors(TyperGroup):
+    """A bad option or argument is one `error:` line and exit code 2 wherever the command runs
+    (the shell through ``main``, or click's test runner), not click's three-line usage block."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:  # ``main`` below handles errors itself
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except usage_error as error:
+            _print_usage_error(error)
+            sys.exit(2)
+        except (typer.Abort, KeyboardInterrupt):
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _print_usage_error(error: Any) -> None:
+    where = error.ctx.command_path if error.ctx else "mechrecall"
+    error_console.print(f"[red]error:[/red] {error.format_message()} (see `{where} --help`)", highlight=False, soft_wrap=True)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="mechrecall",
     help="Mechanistic interpretability of fact recall: synthetic biographies, mixed vs two-stage training.",
     add_completion=False,
@@ -32,6 +58,28 @@ app = typer.Typer(
 # wide enough for the accuracy table when output goes to a file or a pipe
 console = Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=160, soft_wrap=True)
 error_console = Console(stderr=True, soft_wrap=True)
+
+
+# ---- choices: shown in --help and checked before any import of torch ------------------------
+
+
+def _choices(name: str, values: tuple[str, ...]) -> Any:
+    """A str enum whose members are ``values``: typer lists them in --help and refuses others."""
+    return enum.Enum(name, {value: value for value in values}, type=str)
+
+
+def _value(choice: Any) -> Any:
+    return choice.value if isinstance(choice, enum.Enum) else choice
+
+
+# kept in step with mechrecall.config (tests/test_cli.py checks it), not imported: --help stays fast
+Preset = _choices("Preset", ("micro", "tiny", "small", "paper"))
+Strategy = _choices("Strategy", ("mixed", "two-stage", "bio"))
+Population = _choices("Population", ("all", "a", "b"))
+Dtype = _choices("Dtype", ("float32", "bfloat16", "float16"))
+DecayTo = _choices("DecayTo", ("zero", "base"))
+WhichModel = _choices("WhichModel", ("tuned", "base"))
+ExportFormat = _choices("ExportFormat", ("hf",))
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -64,14 +112,14 @@ def _quiet_libraries() -> None:
 @reports_errors
 def data(
     out: Path = typer.Option(..., "--out", help="world directory to write"),
-    preset: str = typer.Option("tiny", help="preset whose world settings are the defaults"),
+    preset: Preset = typer.Option("tiny", help="preset whose world settings are the defaults"),
     people: int | None = typer.Option(None, help="number of people [preset: tiny 1,000; paper 10,000]"),
     seed: int | None = typer.Option(None, help="world seed"),
     bio_per_person: int | None = typer.Option(None, "--bio-per-person", help="BIO texts per person (fresh templates each)"),
     permute: bool | None = typer.Option(None, "--permute/--no-permute", help="shuffle sentence order in each BIO"),
     fullname: bool | None = typer.Option(None, "--fullname/--pronoun", help="full name in every sentence"),
     qa_id_fraction: float | None = typer.Option(None, "--qa-id-fraction", help="share of people whose QA is trained on"),
-    population: str | None = typer.Option(None, help="all | a | b: two disjoint name populations (a base pre-trained on b never saw a person of a)"),
+    population: Population | None = typer.Option(None, help="two disjoint name populations a and b (a base pre-trained on b never saw a person of a), or all"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
     """Sample a synthetic biography world and save it (DatasetDict + tokenizer).
@@ -81,6 +129,7 @@ def data(
     from mechrecall.config import with_overrides
 
     _quiet_libraries()
+    preset, population = _value(preset), _value(population)
     config = with_overrides(
         mr.get_preset(preset).world, people=people, seed=seed, bio_per_person=bio_per_person, permute=permute,
         fullname=fullname, qa_id_fraction=qa_id_fraction, population=population,
@@ -97,11 +146,11 @@ def data(
 def train(
     world: Path = typer.Argument(..., help="world directory (from `mechrecall data`)"),
     out: Path = typer.Option(..., "--out", help="run directory to write (an unfinished run of the same config resumes)"),
-    strategy: str = typer.Option("mixed", help="mixed | two-stage | bio (BIO alone: a recipe for a base)"),
-    preset: str = typer.Option("tiny", help="tiny | small | paper: model and training defaults"),
+    strategy: Strategy = typer.Option("mixed", help="mixed, two-stage, or bio (BIO alone: a recipe for a base)"),
+    preset: Preset = typer.Option("tiny", help="model and training defaults (see `mechrecall presets`)"),
     model: str | None = typer.Option(None, help="a size built here (micro, tiny, small), a run directory (its tuned weights as θ_pre), or a checkpoint dir / cached hub id"),
     model_seed: int | None = typer.Option(None, "--model-seed", help="initialisation seed of a model built here"),
-    dtype: str | None = typer.Option(None, help="float32 | bfloat16 | float16"),
+    dtype: Dtype | None = typer.Option(None, help="the weights' dtype"),
     steps: int | None = typer.Option(None, help="mixed: training steps"),
     qa_share: float | None = typer.Option(None, "--qa-share", help="mixed: share of QA examples in a batch, in (0, 1)"),
     bio_steps: int | None = typer.Option(None, "--bio-steps", help="two-stage: BIO steps (a cap when --bio-loss is given)"),
@@ -120,7 +169,7 @@ def train(
     eval_every: int | None = typer.Option(None, "--eval-every", help="measure exact match every N steps (always at each stage's end)"),
     trace_individuals: int | None = typer.Option(None, "--trace-individuals", help="accumulate the study's gradient trace (Σ lr·g per task, signed) of N QA-ID people at every step"),
     trace_all: bool = typer.Option(False, "--trace-all", help="accumulate the trace over every training example instead"),
-    decay_to: str | None = typer.Option(None, "--decay-to", help="zero (AdamW) | base: weight decay toward θ_pre (L2-SP)"),
+    decay_to: DecayTo | None = typer.Option(None, "--decay-to", help="zero (AdamW) or base: weight decay toward θ_pre (L2-SP)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -131,6 +180,7 @@ def train(
     from mechrecall.config import with_overrides
 
     _quiet_libraries()
+    strategy, preset, dtype, decay_to = _value(strategy), _value(preset), _value(dtype), _value(decay_to)
     study = mr.get_preset(preset)
     model_config = with_overrides(study.model, name=model, seed=model_seed, dtype=dtype)
     train_config = with_overrides(
@@ -161,7 +211,7 @@ def train(
 @reports_errors
 def evaluate(
     runs: list[Path] = typer.Argument(..., help="one or more run directories"),
-    which: str = typer.Option("tuned", help="tuned (θ_task) | base (θ_pre)"),
+    which: WhichModel = typer.Option("tuned", help="tuned (θ_task) or base (θ_pre)"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     device: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
@@ -174,11 +224,33 @@ def evaluate(
 
     resolve_device(device)
     _quiet_libraries()
+    which = _value(which)
     results = {str(run): mr.evaluate_run(run, which=which, batch_size=batch_size, device=device) for run in runs}
     if as_json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
         print_metrics(results)
+
+
+@app.command()
+@reports_errors
+def export(
+    run: Path = typer.Argument(..., help="a trained run directory"),
+    out: Path = typer.Argument(..., help="a new folder for the checkpoint (never overwritten)"),
+    format: ExportFormat = typer.Option("hf", "--format", help="hf: a Hugging Face checkpoint (safetensors, config, tokenizer)"),
+    which: WhichModel = typer.Option("tuned", "--which", help="tuned (θ_task) or base (θ_pre)"),
+) -> None:
+    """Write a run's model as a Hugging Face checkpoint that transformers and nnsight open.
+
+    GPT-NeoX layout for models built here, the source layout (GPT-NeoX or Llama) for runs tuned from
+    a checkpoint; the export is loaded back and its logits checked against the run's before it appears.
+
+    Example: mechrecall export runs/micro/s0/mixed --format hf runs/micro-hf"""
+    from mechrecall.export import export_run
+
+    _quiet_libraries()
+    result = export_run(run, out, which=_value(which))
+    console.print(f"written: {result.path} ({result.layout}, {result.parameters:,} parameters; max |Δlogit| against the run {result.max_logit_difference:.1e})")
 
 
 @app.command()
@@ -221,7 +293,7 @@ def print_findings(groups: dict[str, Any]) -> None:
 @app.command()
 @reports_errors
 def reproduce(
-    preset: str = typer.Option("tiny", help="tiny | small | paper (see `mechrecall presets`)"),
+    preset: Preset = typer.Option("tiny", help="the study's settings (see `mechrecall presets`)"),
     seeds: int | None = typer.Option(None, help="repeat the training-dependent steps over seeds 0 … N−1 (default 1); the report gives mean ± spread"),
     seed: list[int] = typer.Option([], "--seed", help="run these seeds instead of 0 … N−1 (repeatable), e.g. a seed nobody tuned on"),
     out: Path | None = typer.Option(None, "--out", help="study folder (default: runs/<preset>); a second run reuses every cached step"),
@@ -250,6 +322,7 @@ def reproduce(
     from mechrecall.reproduce import reproduce as run_study
 
     _quiet_libraries()
+    preset = _value(preset)
     if seed and seeds is not None:
         raise ConfigError("give --seeds N or --seed S (repeatable), not both")
     if seeds is not None and seeds < 1:
@@ -428,7 +501,7 @@ _register_analyses()
 @reports_errors
 def pretrain(
     out: Path = typer.Option(..., "--out", help="run directory for the base (an unfinished one of the same settings resumes)"),
-    preset: str = typer.Option("tiny", help="the preset whose base to pre-train (see `mechrecall presets`)"),
+    preset: Preset = typer.Option("tiny", help="the preset whose base to pre-train (see `mechrecall presets`)"),
     set_: list[str] = typer.Option([], "--set", help="change a setting: base=bio, base_steps=4000, name=tiny-h16, … (repeatable)"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -442,6 +515,7 @@ def pretrain(
     from mechrecall.errors import ConfigError
 
     _quiet_libraries()
+    preset = _value(preset)
     study = override_study(get_preset(preset), parse_overrides(set_))
     if not study.base.pretrained:
         raise ConfigError(f"the {preset} preset's base is a random initialisation: pass --set base=bio (or mixed) to pre-train one")
@@ -463,8 +537,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, standalone_mode=False)
     except usage_error as error:  # a bad option or argument: one line, exit code 2
-        error_console.print(f"[red]error:[/red] {error.format_message()} (see `{error.ctx.command_path if error.ctx else 'mechrecall'} --help`)",
-                            highlight=False, soft_wrap=True)
+        _print_usage_error(error)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         code = 130

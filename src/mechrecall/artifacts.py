@@ -59,6 +59,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file whose bytes depend only on its content. safetensors writes its header from
+    a hash map, so the metadata comes out in a different order in each process and the same tensors
+    hash differently run to run; the header is rewritten here as sorted compact JSON, padded with
+    spaces to its old length (the data and its offsets are untouched)."""
+    save_file(tensors, str(path), metadata=metadata)
+    with open(path, "r+b") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(canonical) > length:  # never: the written header is the same compact JSON in another order
+            raise ArtifactError(f"could not write {path} with a canonical header")
+        handle.seek(8)
+        handle.write(canonical + b" " * (length - len(canonical)))
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success."""
@@ -233,7 +249,7 @@ class ArtifactDir:
     def save_tensors(self, relative: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
         contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
         with atomic_path(self.path / relative) as temporary:
-            save_file(contiguous, str(temporary), metadata=metadata)
+            write_safetensors(temporary, contiguous, metadata)
         self.record(relative)
 
     def read_json(self, relative: str) -> Any:

@@ -16,7 +16,7 @@ def write_figure(figure: go.Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
-        figure.write_html(str(temporary), include_plotlyjs="directory", full_html=True)
+        figure.write_html(str(temporary), include_plotlyjs="directory", full_html=True, div_id=f"figure-{path.stem}")
     return path
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechrecall.data.store import World
+from mechrecall.determinism import deterministic
 from mechrecall.encoding import (
     Encoded,
     collate,
@@ -138,6 +139,7 @@ class InfluenceAccumulator:
         self.examples = dict(examples)
 
 
+@deterministic()
 def posthoc_influence(
     model: HookedTransformer, examples: dict[str, Encoded], measure: str, pad: int, base: dict[str, Tensor] | None = None,
     progress: bool = False,

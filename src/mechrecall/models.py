@@ -85,6 +85,10 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    if not size.unembed_bias:
+        with torch.no_grad():
+            model.unembed.b_U.zero_()
+        model.unembed.b_U.requires_grad_(False)  # absent, as in GPT-NeoX: neither trained nor traced
     fuse_norms(model)
     return model.to(device, print_details=False)
 

@@ -192,7 +192,8 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
         base_model = dataclasses.replace(study.model, seed=base.seed)
         base_train = base.train(study.train)
         job = {"id": "base/train", "world": base_world_dir, "path": base_path(out), "model": base_model, "train": base_train,
-               "preset": study.name, "device": device, "trace": None}
+               "preset": study.name, "device": device, "trace": None,
+               "alone": True}  # every fine-tuning waits for it: it trains alone, on every core
         steps.append(Step("base/train", {"model": to_dict(base_model), "train": to_dict(base_train)},
                           lambda: world_hash(base_world_dir), lambda: file_hashes(base_path(out), (TUNED, "metrics.json"), label="base"),
                           lambda report: train_job(job, lambda step: report(step, base_train.total_steps)),
@@ -353,21 +354,17 @@ class _Stopped(Exception):
 
 
 def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any, stop: Any) -> float:
-    """A worker process: train with an equal share of the CPU cores among the workers still
-    training (re-read every 100 steps: when one finishes, the others take its cores), reporting
-    progress on ``queue``. It stops at the next step once ``stop`` is set or the study's process
-    is gone (killed), never training on as an orphan."""
+    """A worker process: train with ``job["threads"]`` CPU threads for the whole training (a
+    fixed number, so the run's bits do not depend on when the other workers finish: see
+    mechrecall.determinism), reporting progress on ``queue``. It stops at the next step once
+    ``stop`` is set or the study's process is gone (killed), never training on as an orphan."""
     import os
     import warnings
 
     import torch
 
     warnings.simplefilter("ignore")
-
-    def share() -> int:
-        return max(1, cores // max(1, active.value))
-
-    torch.set_num_threads(share())
+    torch.set_num_threads(job.get("threads") or max(1, cores // max(1, active.value)))
     parent = os.getppid()
 
     def on_step(step: int) -> None:
@@ -375,12 +372,17 @@ def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any, stop
             raise _Stopped(f"{job['id']} stopped at step {step}")
         if step % 10 == 0:
             queue.put((job["id"], step))
-        if step % 100 == 0 and torch.get_num_threads() != share():
-            torch.set_num_threads(share())
 
     started = time.perf_counter()
     train_job(job, on_step)
     return time.perf_counter() - started
+
+
+def training_threads(job: dict[str, Any], workers: int, cores: int) -> int:
+    """CPU threads of a training run side by side with others: all cores for one that always
+    trains alone (the base), else an equal share among ``workers`` — a function of the settings,
+    never of which trainings happen to be left when a study resumes."""
+    return cores if job.get("alone") else max(1, cores // workers)
 
 
 def default_jobs(device: str | None) -> int:
@@ -405,7 +407,11 @@ def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dic
         queue = manager.Queue()
         active = manager.Value("i", min(workers, len(jobs)))  # trainings running now
         stop = manager.Event()
-        futures = {pool.submit(_train_worker, step.job, os.cpu_count() or 1, queue, active, stop): step for step in jobs}
+        cores = os.cpu_count() or 1
+        futures = {
+            pool.submit(_train_worker, {**step.job, "threads": training_threads(step.job, workers, cores)}, cores, queue, active, stop): step
+            for step in jobs
+        }
         pending = set(futures)
         try:
             _collect(futures, pending, queue, active, workers, bar, tasks, seconds)

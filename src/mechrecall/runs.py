@@ -317,7 +317,7 @@ def _finish_training(
         "complete",
         training={
             "steps": state.step, "phase_ends": state.phase_ends, "seconds": round(state.seconds, 2), "device": device,
-            "evals": state.evals, "relative_update": relative_update(base_weights, models.trainable_state(model)),
+            "threads": torch.get_num_threads(), "evals": state.evals, "relative_update": relative_update(base_weights, models.trainable_state(model)),
             "chance": chance_level(world.dataset),
         },
     )

@@ -34,6 +34,7 @@ from transformer_lens import HookedTransformer
 
 from mechrecall.artifacts import atomic_path
 from mechrecall.config import TrainConfig
+from mechrecall.determinism import deterministic
 from mechrecall.encoding import Encoded, collate, per_example_loss
 from mechrecall.influence import InfluenceAccumulator
 
@@ -153,7 +154,7 @@ def save_checkpoint(
     """Weights, optimizer state and trace as safetensors; the counters and the optimizer's
     hyperparameters as JSON in its header. Nothing in it is executable (no pickle): a checkpoint
     received from someone else can be resumed safely."""
-    from safetensors.torch import save_file
+    from mechrecall.artifacts import write_safetensors
 
     tensors = {f"model/{name}": p.detach().cpu().contiguous() for name, p in model.named_parameters()}
     saved = optimizer.state_dict()
@@ -165,7 +166,7 @@ def save_checkpoint(
         tensors.update({f"trace/{key}": t.contiguous() for key, t in tracer.accumulator.tensors().items()})
         metadata["trace_examples"] = json.dumps(tracer.accumulator.examples)
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata=metadata)
+        write_safetensors(temporary, tensors, metadata)
 
 
 def load_checkpoint(path: Path, device: str) -> dict[str, Any]:
@@ -209,6 +210,7 @@ StepCallback = Callable[[TrainState], None]
 Evaluator = Callable[[HookedTransformer], dict[str, float]]  # accuracies by metric (bio, qa_id, qa_ood)
 
 
+@deterministic()
 def train(
     model: HookedTransformer,
     examples: dict[str, Encoded],

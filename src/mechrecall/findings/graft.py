@@ -30,6 +30,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from mechrecall.analysis import Analysis, option
+from mechrecall.determinism import deterministic
 from mechrecall.encoding import Encoded, collate, encode_pairs, pad_id, per_example_loss
 from mechrecall.errors import ConfigError
 from mechrecall.evaluation import accuracy_evaluator, exact_match
@@ -136,6 +137,7 @@ class LearnedGraft:
     history: list[dict[str, float]]
 
 
+@deterministic()
 def learn_graft(
     model: HookedTransformer,
     index: ParameterIndex,

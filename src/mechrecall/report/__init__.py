@@ -233,7 +233,8 @@ def write_report(
                 md.append(f"![{stem}](figures/{stem}.png)")
             else:
                 md.append(f"- figure: [{stem}](figures/{interactive.name})")
-            page.append(figure.to_html(full_html=False, include_plotlyjs="inline" if first_plot else False))
+            # a fixed element id (plotly draws a random one): the same study writes the same page
+            page.append(figure.to_html(full_html=False, include_plotlyjs="inline" if first_plot else False, div_id=f"figure-{stem}"))
             first_plot = False
         md.append("")
     with atomic_path(out / "report.md") as temporary:
