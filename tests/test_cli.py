@@ -181,6 +181,12 @@ def _edit_json(edit):
     return change
 
 
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit pattern in the middle of the tensor data
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     ("name", "change", "record", "fragment"),
     [
@@ -195,6 +201,10 @@ def _edit_json(edit):
         ("model.json", _edit_json(lambda m: {**m, "tl_config": {**m["tl_config"], "act_fn": "bogus"}}), True, "does not describe a model"),
         ("model.json", _edit_json(lambda m: {k: v for k, v in m.items() if k != "tl_config"}), True, "does not describe a model"),
         ("metrics.json", lambda p: p.write_text("{oops"), True, "is not valid JSON"),
+        ("trace_training.safetensors", lambda p: p.write_bytes(p.read_bytes()[:64]), False, "does not match the sha256"),
+        ("trace_training.safetensors", lambda p: p.write_bytes(p.read_bytes()[:64]), True, "is not a readable safetensors file"),
+        ("trace_training.safetensors", _flip_byte, False, "does not match the sha256"),
+        ("trace_training.safetensors", lambda p: p.unlink(), False, "is missing but recorded"),
     ],
 )
 def test_a_corrupt_artifact_is_one_named_error(mixed_run: mr.Run, tmp_path: Path, name: str, change, record: bool, fragment: str) -> None:
@@ -205,6 +215,7 @@ def test_a_corrupt_artifact_is_one_named_error(mixed_run: mr.Run, tmp_path: Path
         "model.safetensors": [["eval", copy], ["attention", copy, "--heads", "0.0", "--people", "1"]],
         "model.json": [["eval", copy], ["attention", copy, "--heads", "0.0", "--people", "1"]],
         "metrics.json": [["report", copy, "--out", tmp_path / "report"]],
+        "trace_training.safetensors": [["shared", copy]],
     }[name]
     for command in readers:
         _one_line_error(_run(*command), fragment)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from mechrecall.analysis import Analysis, option
 from mechrecall.encoding import pad_id
@@ -108,6 +108,8 @@ def read_trace(run: Run, mode: str = "training") -> Trace:
         with safe_open(str(path), framework="pt") as handle:
             metadata = read_metadata(handle.metadata())
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except SafetensorError as error:  # truncated or garbage: one line naming the file, never a traceback
+        raise ArtifactError(f"{path} is not a readable safetensors file ({str(error).splitlines()[0][:80]}): make the trace again") from None
     except ValueError:
         raise ArtifactError(f"{path} has unreadable metadata (an older format?): make the trace again") from None
     if metadata.get("model_sha256") != run.directory.manifest["files"].get(TUNED):
