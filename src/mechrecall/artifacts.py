@@ -348,11 +348,12 @@ def output_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.close()
             raise RunDirError(f"another mechrecall process is writing {path}: wait for it to finish, or choose another --out") from None
-        try:  # the holder before us may have removed the file between our open and our lock
-            if os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino:
-                break
+        try:  # the holder before us may have removed the file between our open and our lock: retry
+            locked_the_file_there = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
-            pass
+            locked_the_file_there = False
+        if locked_the_file_there:
+            break
         handle.close()
     try:
         yield
