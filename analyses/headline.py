@@ -57,6 +57,27 @@ def collect(study: Path) -> dict[str, dict[str, list]]:
     return data
 
 
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "not measured"
+    spread = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * spread:.1f}% (n={len(values)})"
+
+
+def summary(data: dict[str, dict[str, list]]) -> list[str]:
+    """The plotted numbers, as text (what a note or README may quote)."""
+    lines = []
+    for strategy in STRATEGIES:
+        entry = data[strategy]
+        accuracies = ", ".join(f"{name} {_mean_sd([run[split] for run in entry['metrics']])}" for split, name in SPLITS)
+        lines.append(f"{strategy}: {accuracies}; QA-OOD chance {_mean_sd(entry['chance'])}")
+        lines.append(
+            f"{strategy} QA-OOD: before {_mean_sd(entry['before'])}, top heads by shared {_mean_sd(entry['ranked'])}, "
+            f"random heads {_mean_sd(entry['random'])}"
+        )
+    return lines
+
+
 def draw(data: dict[str, dict[str, list]], title: str, out: Path) -> None:
     import matplotlib
 
@@ -117,6 +138,11 @@ def main() -> None:
         _fail(f"{args.study} is not a study folder (no manifest.json): run `mechrecall reproduce` first")
     if args.out.suffix.lower() != ".png":
         _fail(f"--out {args.out} must end in .png")
+    for parent in args.out.parents:
+        if parent.exists() and not parent.is_dir():
+            _fail(f"--out {args.out}: {parent} is a file, not a folder")
+    if args.out.is_dir():
+        _fail(f"--out {args.out} is a folder: give the PNG's file name")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -127,6 +153,8 @@ def main() -> None:
     seeds = sorted({len(data[s]["metrics"]) for s in STRATEGIES})
     title = args.title or f"mechrecall reproduce --preset {preset}: {max(seeds)} seed(s), {args.study}"
     draw(data, title, args.out)
+    for line in summary(data):
+        print(line)
     print(f"written: {args.out}")
 
 

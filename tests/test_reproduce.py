@@ -298,3 +298,26 @@ def test_results_table_has_a_row_per_seed_strategy_and_measure(study: Path) -> N
             assert ("training", "relative_update") in mine and {"shared", "graft", "ablate", "heads"} <= {s for s, _ in mine}
             assert (("training", "bio_after_stage1") in mine) == (strategy == "two-stage")
     assert "results.csv" in json.loads((study / "manifest.json").read_text())["files"]
+
+
+def test_headline_numbers_are_the_runs_own(study: Path) -> None:
+    """analyses/headline.py plots (and prints) what the runs' files hold: accuracies per seed, and
+    the heads reset beside every random draw — checked against the JSON by hand."""
+    import importlib.util
+    import statistics
+
+    spec = importlib.util.spec_from_file_location("headline", Path(__file__).parents[1] / "analyses" / "headline.py")
+    headline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(headline)
+    data = headline.collect(study)
+    for strategy in ("mixed", "two-stage"):
+        runs = [study / f"s{seed}" / strategy for seed in (0, 1)]
+        metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+        heads = [json.loads((run / "heads.json").read_text()) for run in runs]
+        assert [m["qa_ood"] for m in data[strategy]["metrics"]] == [m["qa_ood"]["accuracy"] for m in metrics]
+        assert data[strategy]["ranked"] == [h["headline"]["ranked"]["shared"]["accuracy"]["qa_ood"] for h in heads]
+        draws = [d["accuracy"]["qa_ood"] for h in heads for d in h["headline"]["random"]]
+        assert data[strategy]["random"] == draws and len(draws) == sum(len(h["headline"]["random"]) for h in heads)
+    lines = headline.summary(data)
+    expected = f"{100 * statistics.fmean(data['mixed']['random']):.1f} ± {100 * statistics.pstdev(data['mixed']['random']):.1f}%"
+    assert expected in lines[1] and lines[1].startswith("mixed QA-OOD: before")
