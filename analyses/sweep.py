@@ -140,6 +140,7 @@ def effective_settings(run: Path) -> str:
     qa += "" if train.get("qa_weight_decay") is None else f" wd {train['qa_weight_decay']:g}"
     return (f"{shape}; {theta}; fine-tuning {train['steps']:,} steps mixed / {train['bio_steps']:,} + {train['qa_steps']:,} two-stage, "
             f"lr {train['lr']:g}, wd {train['weight_decay']:g}" + (f" toward {train['decay_to']}" if train.get("decay_to", "zero") != "zero" else "")
+            + (f", ℓ1 toward θ_pre {train['l1_to_base']:g}" if train.get("l1_to_base", 0.0) else "")
             + f"{qa}, batch {train['batch_size']}, QA share {train['qa_share']:g}")
 
 

@@ -4,6 +4,7 @@ study resumes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -321,3 +322,40 @@ def test_headline_numbers_are_the_runs_own(study: Path) -> None:
     lines = headline.summary(data)
     expected = f"{100 * statistics.fmean(data['mixed']['random']):.1f} ± {100 * statistics.pstdev(data['mixed']['random']):.1f}%"
     assert expected in lines[1] and lines[1].startswith("mixed QA-OOD: before")
+
+
+def _keys(out: Path, config: ReproduceConfig) -> dict[str, str | None]:
+    from mechrecall.reproduce import plan
+
+    return {step.id: step.key() for step in plan(out, config, config.study(), "cpu")}
+
+
+def test_a_changed_architecture_is_trained_again_and_a_neutral_new_setting_is_not(
+    study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys name a built size's architecture once it differs from what the name meant before, so a
+    run made with the old one is never reused; a setting added at its old behaviour (ℓ1 = 0) keeps
+    every finished step."""
+    from mechrecall import config as config_module
+    from mechrecall.runs import _same_config, open_run, run_config
+
+    ledger = json.loads((study / LEDGER).read_text())
+    recorded = {step: record["key"] for step, record in ledger.items()}
+    neutral = _keys(study, micro((0, 1), "l1_to_base=0.0"))
+    assert all(recorded[s] == k for s, k in neutral.items() if s != "report")  # the report names its --set
+    with_l1 = _keys(study, micro((0, 1), "l1_to_base=0.5"))
+    assert {s for s, k in with_l1.items() if k != recorded.get(s)} >= {f"s{s}/{g}/train" for s in range(2) for g in ("mixed", "two-stage")}
+    assert with_l1["base/train"] == recorded["base/train"]  # the base never reads the fine-tuning's ℓ1
+
+    # before: the base run's own config matches what would be asked of it now
+    from mechrecall.artifacts import ArtifactDir
+
+    base = open_run(study / "base")
+    base_world = ArtifactDir.open(study / "worlds" / "base")
+    assert _same_config(base.directory.config, run_config(base_world, base.model_config, base.train_config, "micro"))
+    changed = dataclasses.replace(config_module.MODEL_SIZES["micro"], d_mlp=128)
+    monkeypatch.setitem(config_module.MODEL_SIZES, "micro", changed)
+    moved = _keys(study, micro((0, 1)))
+    assert moved["base/train"] != recorded["base/train"] and moved["base/world"] == recorded["base/world"]
+    # and the run folder is not taken for a finished run of the new architecture either
+    assert not _same_config(base.directory.config, run_config(base_world, base.model_config, base.train_config, "micro"))

@@ -207,6 +207,38 @@ def test_decay_toward_the_base_is_adamw_decay_around_theta_pre(world_dir: Path) 
         TrainConfig(decay_to="one").validate()
 
 
+def test_l1_toward_the_base_soft_thresholds_each_change_from_theta_pre(world_dir: Path) -> None:
+    """One step by hand: AdamW, then θ_pre + sign(Δ)·max(|Δ| − lr·λ₁, 0) on every trainable tensor;
+    a large λ₁ leaves exact zeros in θ − θ_pre, none without it."""
+    from mechrecall import models
+    from mechrecall.encoding import pad_id
+    from mechrecall.training import train
+
+    world = mr.load_world(world_dir)
+    examples = {"bio": encode_texts(world.tokenizer, list(world.dataset["bio"]["text"])),
+                "qa": encode_pairs(world.tokenizer, list(world.dataset["qa_id"]["prompt"]), list(world.dataset["qa_id"]["answer"]))}
+    config = TrainConfig(steps=1, batch_size=8, warmup_steps=0, lr=1e-2, weight_decay=0.1, grad_clip=1e9)
+    start = {n: p.detach().clone() for n, p in models.build_model("micro", world.tokenizer, seed=1).named_parameters()}
+    plain = models.build_model("micro", world.tokenizer, seed=1)
+    train(plain, examples, config, pad_id(world.tokenizer), progress=False)
+    sparse = models.build_model("micro", world.tokenizer, seed=1)
+    train(sparse, examples, TrainConfig(**{**config.__dict__, "l1_to_base": 0.7}), pad_id(world.tokenizer), progress=False)
+    zeros = plain_zeros = 0
+    for (name, after), (_, before_threshold) in zip(sparse.named_parameters(), plain.named_parameters(), strict=True):
+        if not after.requires_grad:
+            continue
+        change = before_threshold - start[name]
+        # the slow reference: element by element
+        expected = torch.tensor([s + (1 if c > 0 else -1) * max(abs(c) - 1e-2 * 0.7, 0.0) if c != 0 else s
+                                 for s, c in zip(start[name].flatten().tolist(), change.flatten().tolist(), strict=True)])
+        assert torch.allclose(after.flatten(), expected, atol=1e-6), name
+        zeros += int((after == start[name]).sum())
+        plain_zeros += int((change == 0).sum())
+    assert zeros > 10 * max(plain_zeros, 1)  # Adam's first step is ±lr on most elements: λ₁ = 0.7 zeroes the small ones
+    with pytest.raises(mr.MechrecallError, match="l1-to-base must be a non-negative number"):
+        TrainConfig(l1_to_base=-1.0).validate()
+
+
 def _train_command(world_dir: Path, out: Path, steps: int = 400) -> list[str]:
     return [
         sys.executable, "-c", "from mechrecall_cli.app import main; main()", "train", str(world_dir), "--out", str(out),

@@ -170,6 +170,7 @@ def train(
     trace_individuals: int | None = typer.Option(None, "--trace-individuals", help="accumulate the study's gradient trace (Σ lr·g per task, signed) of N QA-ID people at every step"),
     trace_all: bool = typer.Option(False, "--trace-all", help="accumulate the trace over every training example instead"),
     decay_to: DecayTo | None = typer.Option(None, "--decay-to", help="zero (AdamW) or base: weight decay toward θ_pre (L2-SP)"),
+    l1_to_base: float | None = typer.Option(None, "--l1-to-base", help="ℓ1 pull toward θ_pre (soft threshold lr·λ per step; sparse θ − θ_pre, as for grafting)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -187,7 +188,7 @@ def train(
         study.train, strategy=strategy, steps=steps, qa_share=qa_share, bio_steps=bio_steps, bio_loss=bio_loss,
         qa_steps=qa_steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
         seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every, qa_lr=qa_lr, qa_weight_decay=qa_weight_decay,
-        eval_every=eval_every, decay_to=decay_to,
+        eval_every=eval_every, decay_to=decay_to, l1_to_base=l1_to_base,
     )
     train_config.validate()
     trace = None

@@ -131,6 +131,10 @@ class TrainConfig:
     # what weight decay pulls the weights toward: "zero" (AdamW's) or "base", the weights training
     # started from (θ_pre; decoupled L2-SP): it penalizes ‖θ − θ_pre‖ rather than ‖θ‖
     decay_to: str = "zero"
+    # ℓ1 pull toward θ_pre (Panigrahi et al.'s remedy for fine-tuning that localizes poorly): after
+    # every step each trainable element's change from the starting weights is soft-thresholded by
+    # lr·l1_to_base, so elements the loss does not push consistently stay exactly at θ_pre
+    l1_to_base: float = 0.0
     eval_every: int | None = None  # exact match along training (None: at the end of each stage only)
     max_steps: int | None = None  # cap on the total, for smoke runs
     grad_clip: float = 1.0  # max global gradient norm
@@ -147,6 +151,8 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.decay_to not in ("zero", "base"):
             raise ConfigError(f"decay-to must be zero or base, got {self.decay_to!r}")
+        if not (math.isfinite(self.l1_to_base) and self.l1_to_base >= 0):
+            raise ConfigError(f"l1-to-base must be a non-negative number, got {self.l1_to_base}")
         for name in ("max_steps", "eval_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -208,7 +214,7 @@ class BaseConfig:
         return dataclasses.replace(
             template, strategy=self.recipe, seed=self.seed, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
             qa_share=self.qa_share, batch_size=self.batch_size, qa_lr=None, qa_weight_decay=None, eval_every=None,
-            max_steps=None, decay_to="zero",
+            max_steps=None, decay_to="zero", l1_to_base=0.0,
         )
 
     def validate(self) -> None:
@@ -366,6 +372,36 @@ def with_overrides(obj: Any, **overrides: Any) -> Any:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     return asdict(obj)
+
+
+# Settings added after studies had been cached, with the value that keeps the old behaviour: at that
+# value they are left out of a step's key and a run's config, so adding one did not make every
+# finished step stale; any other value is keyed.
+KEY_NEUTRAL: dict[str, dict[str, Any]] = {"TrainConfig": {"l1_to_base": 0.0}}
+
+# The architecture of each built size when keys named a size alone. A size that still has it keeps
+# its finished steps and runs; a size changed since (micro and small lost their trained b_U) is keyed
+# by its whole architecture, so a run made with the old one is trained again, never reused.
+SIZES_WHEN_KEYED_BY_NAME: dict[str, ModelSize] = {
+    "micro": ModelSize(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, unembed_bias=True),
+    "tiny": ModelSize(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, unembed_bias=True),
+    "tiny-h16": ModelSize(n_layers=2, d_model=128, n_heads=8, d_head=16, d_mlp=512, unembed_bias=True),
+    "tiny-l4": ModelSize(n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512, unembed_bias=True),
+    "small": ModelSize(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, unembed_bias=True),
+}
+
+
+def key_dict(obj: Any) -> dict[str, Any]:
+    """A config as it is keyed (cache keys, run configs): its fields, less those at a neutral value
+    (KEY_NEUTRAL); a model built here also names its architecture once that differs from what its
+    size name meant when keys held the name alone."""
+    data = asdict(obj)
+    for name, value in KEY_NEUTRAL.get(type(obj).__name__, {}).items():
+        if data.get(name) == value:
+            data.pop(name)
+    if isinstance(obj, ModelConfig) and obj.name in MODEL_SIZES and MODEL_SIZES[obj.name] != SIZES_WHEN_KEYED_BY_NAME.get(obj.name):
+        data["architecture"] = asdict(MODEL_SIZES[obj.name])
+    return data
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:

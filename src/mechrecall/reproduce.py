@@ -46,6 +46,7 @@ from mechrecall.config import (
     STRATEGIES,
     StudyConfig,
     get_preset,
+    key_dict,
     override_study,
     to_dict,
 )
@@ -194,7 +195,7 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
         job = {"id": "base/train", "world": base_world_dir, "path": base_path(out), "model": base_model, "train": base_train,
                "preset": study.name, "device": device, "trace": None,
                "alone": True}  # every fine-tuning waits for it: it trains alone, on every core
-        steps.append(Step("base/train", {"model": to_dict(base_model), "train": to_dict(base_train)},
+        steps.append(Step("base/train", {"model": key_dict(base_model), "train": key_dict(base_train)},
                           lambda: world_hash(base_world_dir), lambda: file_hashes(base_path(out), (TUNED, "metrics.json"), label="base"),
                           lambda report: train_job(job, lambda step: report(step, base_train.total_steps)),
                           total=base_train.total_steps, job=job))
@@ -297,7 +298,7 @@ def run_steps(
     prefix = f"s{seed}/{strategy}"
     analysis = study.analysis
     model_config = dataclasses.replace(study.model, seed=seed)
-    options_model = to_dict(model_config)
+    options_model = key_dict(model_config)
     if study.base.pretrained:
         model_config = dataclasses.replace(model_config, name=str(base_path(out).resolve()))
         options_model["name"] = "study base"  # the base's hashes are the step's inputs: the folder may move
@@ -311,7 +312,7 @@ def run_steps(
            "preset": study.name, "device": device, "trace": trace}
     outputs = (BASE, TUNED, "metrics.json") + ((TRAINING_TRACE,) if trace is not None else ())
     steps = [
-        Step(f"{prefix}/train", {"model": options_model, "train": to_dict(train_config), "trace": to_dict(trace) if trace else None},
+        Step(f"{prefix}/train", {"model": options_model, "train": key_dict(train_config), "trace": to_dict(trace) if trace else None},
              lambda: _merge(world_hash(world_dir), base_hashes()), files(*outputs),
              lambda report: train_job(job, lambda step: report(step, train_config.total_steps)), total=train_config.total_steps, job=job),
     ]

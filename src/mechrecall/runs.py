@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mechrecall import models
 from mechrecall.artifacts import ArtifactDir, check_output, output_lock, swap_into_place
-from mechrecall.config import ModelConfig, TrainConfig, from_dict, to_dict
+from mechrecall.config import ModelConfig, TrainConfig, from_dict, key_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
@@ -129,7 +129,7 @@ def run_config(
         "preset": preset,
         "world": world_dir.config["world"],
         "world_fingerprint": world_dir.manifest.get("fingerprint"),
-        "model": to_dict(model),
+        "model": key_dict(model),
         "train": to_dict(training),
         "trace_during_training": to_dict(trace) if trace is not None else None,
     }
@@ -141,7 +141,10 @@ def normalized_config(config: dict[str, Any]) -> dict[str, Any]:
     normal = dict(config)
     for key, cls in (("model", ModelConfig), ("train", TrainConfig), ("trace_during_training", TraceConfig)):
         if isinstance(normal.get(key), dict):
-            normal[key] = to_dict(from_dict(cls, normal[key]))
+            recorded = normal[key]
+            normal[key] = to_dict(from_dict(cls, recorded))
+            if "architecture" in recorded:  # a built size keyed by its architecture (config.key_dict)
+                normal[key]["architecture"] = recorded["architecture"]
     return normal
 
 

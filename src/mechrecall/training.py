@@ -235,6 +235,9 @@ def train(
     state = TrainState()
     # decoupled decay toward the starting weights (θ_pre), taken before any checkpoint is loaded
     anchors = [p.detach().clone() for p in decayed_parameters(model)] if config.decay_to == "base" else None
+    l1_anchors = (
+        [(p, p.detach().clone()) for p in model.parameters() if p.requires_grad] if config.l1_to_base > 0 else None
+    )
     optimizer = make_optimizer(model, phases[0], config.decay_to)
     if checkpoint_path is not None and checkpoint_path.exists():
         saved = load_checkpoint(checkpoint_path, device)
@@ -315,6 +318,11 @@ def train(
                 with torch.no_grad():  # θ ← θ − lr·λ·(θ − θ_pre), as AdamW decays toward 0
                     for parameter, anchor in zip(decayed_parameters(model), anchors, strict=True):
                         parameter.sub_(parameter - anchor, alpha=lr * phase.weight_decay)
+            if l1_anchors is not None:
+                with torch.no_grad():  # θ ← θ_pre + sign(Δ)·max(|Δ| − lr·λ₁, 0): the proximal step of λ₁‖θ − θ_pre‖₁
+                    for parameter, anchor in l1_anchors:
+                        change = parameter - anchor
+                        parameter.copy_(anchor + change.sign() * (change.abs() - lr * config.l1_to_base).clamp_min(0))
             state.step += 1
             for pool, value in losses.items():
                 window[pool].append(float(value))
