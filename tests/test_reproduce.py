@@ -359,3 +359,22 @@ def test_a_changed_architecture_is_trained_again_and_a_neutral_new_setting_is_no
     assert moved["base/train"] != recorded["base/train"] and moved["base/world"] == recorded["base/world"]
     # and the run folder is not taken for a finished run of the new architecture either
     assert not _same_config(base.directory.config, run_config(base_world, base.model_config, base.train_config, "micro"))
+
+
+def test_ood_structure_adds_up_to_the_runs_own_accuracy(study: Path) -> None:
+    """analyses/ood_structure.py: its accuracy is the run's recorded QA-OOD; people, attributes and
+    wrong answers partition the questions; the binomial reference holds as many people."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ood_structure", Path(__file__).parents[1] / "analyses" / "ood_structure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = study / "s0" / "mixed"
+    result = module.structure(run)
+    metrics = json.loads((run / "metrics.json").read_text())["qa_ood"]
+    assert result["accuracy"] == pytest.approx(metrics["accuracy"]) and result["n"] == metrics["n"]
+    assert result["by_attribute"] == pytest.approx(metrics["by_attribute"])
+    assert sum(result["per_person"].values()) == result["people"] == pytest.approx(sum(result["binomial"].values()))
+    right = sum(j * n for j, n in result["per_person"].items())
+    assert right == round(result["accuracy"] * result["n"]) and sum(result["wrong"].values()) == result["n"] - right
+    assert any("Dispersion index" in line for line in module.lines(result))
