@@ -378,3 +378,18 @@ def test_ood_structure_adds_up_to_the_runs_own_accuracy(study: Path) -> None:
     right = sum(j * n for j, n in result["per_person"].items())
     assert right == round(result["accuracy"] * result["n"]) and sum(result["wrong"].values()) == result["n"] - right
     assert any("Dispersion index" in line for line in module.lines(result))
+
+
+def test_task_vector_graft_of_every_element_is_theta_task(study: Path) -> None:
+    """analyses/task_vector.py: grafting all of Δθ onto θ_pre gives θ_task's QA-ID exactly; the
+    energy held by the top elements grows with their share and ends at all of it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("task_vector", Path(__file__).parents[1] / "analyses" / "task_vector.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.task_vector(study / "s0" / "mixed", (0.05, 1.0))
+    assert result["grafted_qa_id"][1.0] == result["tuned_qa_id"]
+    energies = list(result["top_energy"].values())
+    assert energies == sorted(energies) and 0 < energies[0] <= energies[-1] <= 1.0 + 1e-6
+    assert 0.0 <= result["unchanged"] < 1.0 and any("θ_pre + top 100%" in line for line in module.lines(result))
