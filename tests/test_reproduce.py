@@ -353,6 +353,10 @@ def test_a_changed_architecture_is_trained_again_and_a_neutral_new_setting_is_no
     base = open_run(study / "base")
     base_world = ArtifactDir.open(study / "worlds" / "base")
     assert _same_config(base.directory.config, run_config(base_world, base.model_config, base.train_config, "micro"))
+    # a run made before micro lost its trained b_U recorded no architecture: it is not reused
+    legacy = {**base.directory.config, "model": {k: v for k, v in base.directory.config["model"].items() if k != "architecture"}}
+    assert "architecture" in base.directory.config["model"]
+    assert not _same_config(legacy, run_config(base_world, base.model_config, base.train_config, "micro"))
     changed = dataclasses.replace(config_module.MODEL_SIZES["micro"], d_mlp=128)
     monkeypatch.setitem(config_module.MODEL_SIZES, "micro", changed)
     moved = _keys(study, micro((0, 1)))
