@@ -3,11 +3,14 @@
     python analyses/timing.py --study runs/tiny [--seed 0]
 
 ``mechrecall reproduce`` records each step's seconds in ``steps.json`` and each training's own
-seconds (summed over resumes) in its run's manifest. The first command on a fresh machine runs
-the base alone, then the seed's two trainings side by side, then every analysis and the report one
-after another: its wall time is base + the slower of the two trainings + the rest. This prints
-each part and that sum, so the README's figure comes from measurements even when a study was
-interrupted and resumed (a step's ledger entry then covers only its last part).
+seconds (summed over resumes) in its run's manifest. This prints each part and their sum as if
+the analyses ran one after another after both trainings (base + the slower training + the rest:
+an upper bound, and the whole time before analyses ran side by side), so a figure comes from
+measurements even when a study was interrupted and resumed (a step's ledger entry then covers
+only its last part). Since steps run side by side, ``steps.json`` also records when each step
+started: when every step of the seed has that, it prints the span from the first step's start
+to the report's end; and it prints the wall clock of the last ``mechrecall reproduce``, with how
+many steps it ran and found cached (a first run on a fresh machine runs all of them).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def parts(study: Path, seed: int) -> dict[str, float]:
     found["worlds, analyses and report"] = sum(rest.values())
     for step, seconds in sorted(rest.items(), key=lambda item: -item[1])[:6]:
         found[f"  of which {step}"] = seconds
-    found["total"] = (found.get("base (pre-training, alone)", 0.0) + found.get("both trainings, side by side (the slower)", 0.0)
+    found["total, one part after another"] = (found.get("base (pre-training, alone)", 0.0) + found.get("both trainings, side by side (the slower)", 0.0)
                       + found["worlds, analyses and report"])
     return found
 
@@ -52,7 +55,24 @@ def main() -> None:
     if not (args.study / f"s{args.seed}" / "mixed" / "manifest.json").is_file():
         parser.exit(2, f"error: {args.study} has no trained seed {args.seed}: give a seed the study ran (--seed)\n")
     for name, seconds in parts(args.study, args.seed).items():
-        print(f"{name:<48} {seconds:8.0f} s  {seconds / 60:6.1f} min")
+        print(f"{name:<56} {seconds:8.0f} s  {seconds / 60:6.1f} min")
+    spanned = span(args.study, args.seed)
+    if spanned is not None:
+        print(f"{'side by side: first start to the report, steps.json':<56} {spanned:8.0f} s  {spanned / 60:6.1f} min")
+    last = json.loads((args.study / "manifest.json").read_text()).get("last_run") or {}
+    if "wall_seconds" in last:
+        label = f"last reproduce (ran {len(last['ran'])}, cached {last['cached']})"
+        print(f"{label:<56} {last['wall_seconds']:8.0f} s  {last['wall_seconds'] / 60:6.1f} min")
+
+
+def span(study: Path, seed: int) -> float | None:
+    """First start to last end of the base, the seed's steps and the report, when the ledger has
+    every start (steps run side by side record it); None otherwise."""
+    ledger = json.loads((study / "steps.json").read_text())
+    chosen = [record for step, record in ledger.items() if step.startswith((f"s{seed}/", "base/", "report"))]
+    if not chosen or any("started" not in record for record in chosen):
+        return None
+    return max(r["started"] + r["seconds"] for r in chosen) - min(r["started"] for r in chosen)
 
 
 if __name__ == "__main__":

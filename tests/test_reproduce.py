@@ -34,7 +34,7 @@ def micro(seeds: tuple[int, ...] = (0,), *extra: str) -> ReproduceConfig:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("study") / "micro"
-    outcomes = reproduce(out, micro((0, 1)), device="cpu", progress=False)
+    outcomes = reproduce(out, micro((0, 1)), device="cpu", progress=False, jobs=2)  # side by side: see test_schedule.py
     expected = ["base/world", "base/train"] + [f"s{s}/world" for s in range(2)]
     expected += [f"s{s}/{g}/{n}" for s in range(2) for g in ("mixed", "two-stage") for n in STEPS_PER_RUN]
     assert sorted(o.id for o in outcomes) == sorted(expected + ["report"])
@@ -95,6 +95,24 @@ def test_every_run_fine_tunes_the_one_pre_trained_base(study: Path) -> None:
             assert "trace_training.safetensors" in run.directory.manifest["files"]  # the study's trace, during training
 
 
+def test_each_step_started_after_the_steps_it_reads_had_ended(study: Path) -> None:
+    """Trainings and analyses ran side by side in two workers; the ledger's clock says each one
+    waited for what it reads: a run's training for its world and the base, each analysis for the
+    one before it in its run, and never more than two at once."""
+    ledger = json.loads((study / LEDGER).read_text())
+    span = {step: (record["started"], record["started"] + record["seconds"]) for step, record in ledger.items()}
+    for seed in range(2):
+        for strategy in ("mixed", "two-stage"):
+            chain = [f"s{seed}/world", "base/train"] + [f"s{seed}/{strategy}/{name}" for name in STEPS_PER_RUN]
+            for before, after in [(chain[0], chain[2]), *zip(chain[1:], chain[2:])]:
+                assert span[after][0] >= span[before][1] - 0.01, (before, after)
+    assert span["report"][0] >= max(end for step, (_, end) in span.items() if step != "report") - 0.01
+    moments = sorted(start for start, _ in span.values())  # the ledger rounds to 10 ms
+    assert max(sum(start <= moment < end - 0.02 for start, end in span.values()) for moment in moments) <= 2
+    last_run = json.loads((study / "manifest.json").read_text())["last_run"]
+    assert last_run["jobs"] == 2 and 0 < last_run["wall_seconds"]
+
+
 def test_second_run_is_a_noop(study: Path, tmp_path: Path) -> None:
     copy = _copy(study, tmp_path)
     outcomes = reproduce(copy, micro((0, 1)), device="cpu", progress=False)
@@ -127,11 +145,11 @@ def test_interrupted_study_resumes(study: Path, tmp_path: Path, monkeypatch: pyt
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mechrecall.findings.graft, "learn_graft", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        reproduce(copy, micro((0, 1), "steps=64"), device="cpu", progress=False)
+    with pytest.raises(KeyboardInterrupt):  # one job: the analyses run in this process, where the patch is
+        reproduce(copy, micro((0, 1), "steps=64"), device="cpu", progress=False, jobs=1)
     ledger = json.loads((copy / LEDGER).read_text())
     monkeypatch.undo()
-    outcomes = {o.id: o.status for o in reproduce(copy, micro((0, 1), "steps=64"), device="cpu", progress=False)}
+    outcomes = {o.id: o.status for o in reproduce(copy, micro((0, 1), "steps=64"), device="cpu", progress=False, jobs=2)}
     # mixed training and its shared set finished before the interruption and are not redone
     for name in ("train", "shared"):
         assert outcomes[f"s0/mixed/{name}"] == "cached"
@@ -397,3 +415,20 @@ def test_task_vector_graft_of_every_element_is_theta_task(study: Path) -> None:
     energies = list(result["top_energy"].values())
     assert energies == sorted(energies) and 0 < energies[0] <= energies[-1] <= 1.0 + 1e-6
     assert 0.0 <= result["unchanged"] < 1.0 and any("θ_pre + top 100%" in line for line in module.lines(result))
+
+
+def test_timing_reads_the_schedule_the_study_ran(study: Path) -> None:
+    """analyses/timing.py: the side-by-side span is the ledger's first start to its last end, and
+    it fits in the wall clock of the study's run (which also spawned its workers and wrote the manifest)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("timing", Path(__file__).parents[1] / "analyses" / "timing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ledger = json.loads((study / LEDGER).read_text())
+    seed0 = [r for step, r in ledger.items() if not step.startswith("s1/")]
+    assert module.span(study, 0) == pytest.approx(max(r["started"] + r["seconds"] for r in seed0) - min(r["started"] for r in seed0))
+    assert module.span(study, 0) <= json.loads((study / "manifest.json").read_text())["last_run"]["wall_seconds"]
+    parts = module.parts(study, 0)
+    assert parts["total, one part after another"] == pytest.approx(
+        parts["base (pre-training, alone)"] + parts["both trainings, side by side (the slower)"] + parts["worlds, analyses and report"])

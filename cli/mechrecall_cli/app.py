@@ -301,7 +301,7 @@ def reproduce(
     set_: list[str] = typer.Option([], "--set", help="change a setting of the preset: key=value (world, model, training or analysis field), repeatable"),
     figures: Path | None = typer.Option(None, "--figures", help="also copy report.md, report.html and the figures here (e.g. figures/)"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when available)"),
-    jobs: int | None = typer.Option(None, help="trainings side by side, one process each (default: 2 on a multi-core CPU, 1 on a GPU)"),
+    jobs: int | None = typer.Option(None, help="steps side by side, one process each: trainings, then each run's analyses as its training ends (default: 2 on a multi-core CPU, 1 on a GPU)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The whole study for both strategies — data, training, evaluation, trace, shared sets, grafting,

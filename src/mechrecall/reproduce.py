@@ -11,6 +11,11 @@ outputs are unchanged is skipped. A second run is therefore a no-op, a changed o
 steps that depend on it (and, through their outputs' hashes, only what changed downstream), and an
 interrupted study resumes: finished steps are skipped and training resumes from its checkpoint.
 
+With ``jobs`` > 1 (a multi-core CPU) the trainings and analyses run in worker processes, each
+step as soon as the steps it comes ``after`` have ended: a run's analyses take the core its
+training freed while the other strategy still trains (:func:`run_side_by_side`). ``steps.json``
+records when each step started, so the schedule can be read back.
+
 Layout of ``out``::
 
     manifest.json   the study's config (preset, seeds, analyses), versions, files
@@ -71,7 +76,8 @@ class Step:
     outputs: Callable[[], Hashes | None]  # hashes of what it wrote; None: not (all) there
     action: Callable[[Report], None]
     total: int = 1  # units of progress (training: steps)
-    job: dict[str, Any] | None = None  # training: what a worker process needs to run it (picklable)
+    job: dict[str, Any] | None = None  # training or analysis: what a worker process needs to run it (picklable)
+    after: tuple[str, ...] = ()  # the steps it waits for (it reads what they write)
 
     def key(self) -> str | None:
         inputs = self.inputs()
@@ -192,13 +198,13 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
         steps.append(Step("base/world", {"world": to_dict(base_world)}, lambda: {}, lambda: world_hash(base_world_dir), make_base_world))
         base_model = dataclasses.replace(study.model, seed=base.seed)
         base_train = base.train(study.train)
-        job = {"id": "base/train", "world": base_world_dir, "path": base_path(out), "model": base_model, "train": base_train,
+        job = {"id": "base/train", "kind": "train", "run": train_job, "world": base_world_dir, "path": base_path(out), "model": base_model, "train": base_train,
                "preset": study.name, "device": device, "trace": None,
                "alone": True}  # every fine-tuning waits for it: it trains alone, on every core
         steps.append(Step("base/train", {"model": key_dict(base_model), "train": key_dict(base_train)},
                           lambda: world_hash(base_world_dir), lambda: file_hashes(base_path(out), (TUNED, "metrics.json"), label="base"),
                           lambda report: train_job(job, lambda step: report(step, base_train.total_steps)),
-                          total=base_train.total_steps, job=job))
+                          total=base_train.total_steps, job=job, after=("base/world",)))
         base_hashes = lambda: file_hashes(base_path(out), (TUNED,), label="base")  # noqa: E731
     world = dataclasses.replace(study.world, population="a") if base.pretrained else study.world
     for seed in config.seeds:  # every world first: the trainings may then run side by side
@@ -308,13 +314,14 @@ def run_steps(
     def files(*names: str) -> Callable[[], Hashes | None]:
         return lambda: file_hashes(path, names)
 
-    job = {"id": f"{prefix}/train", "world": world_dir, "path": path, "model": model_config, "train": train_config,
+    job = {"id": f"{prefix}/train", "kind": "train", "run": train_job, "world": world_dir, "path": path, "model": model_config, "train": train_config,
            "preset": study.name, "device": device, "trace": trace}
     outputs = (BASE, TUNED, "metrics.json") + ((TRAINING_TRACE,) if trace is not None else ())
     steps = [
         Step(f"{prefix}/train", {"model": options_model, "train": key_dict(train_config), "trace": to_dict(trace) if trace else None},
              lambda: _merge(world_hash(world_dir), base_hashes()), files(*outputs),
-             lambda report: train_job(job, lambda step: report(step, train_config.total_steps)), total=train_config.total_steps, job=job),
+             lambda report: train_job(job, lambda step: report(step, train_config.total_steps)), total=train_config.total_steps, job=job,
+             after=(f"s{seed}/world",) + (("base/train",) if study.base.pretrained else ())),
     ]
     for entry in ANALYSES:
         config = entry.from_study(study) if entry.from_study is not None else None
@@ -324,9 +331,21 @@ def run_steps(
         def action(report: Report, entry=entry, config=config) -> None:
             execute(entry, path, config, device=device)
 
+        # a run's analyses form a chain in registry order (each reads what earlier ones wrote, and
+        # one run's manifest is updated by one process at a time)
+        worker_job = {"id": f"{prefix}/{entry.name}", "kind": "analysis", "run": analysis_job, "analysis": entry.name, "path": path, "config": config, "device": device}
         steps.append(Step(f"{prefix}/{entry.name}", {entry.name: to_dict(config)}, files(*entry.reads(config)),
-                          files(*entry.outputs(config)), action))
+                          files(*entry.outputs(config)), action, job=worker_job, after=(steps[-1].id,)))
     return steps
+
+
+def analysis_job(job: dict[str, Any], on_step: Callable[[int], None] | None = None) -> None:
+    """Run one analysis of one run (what a worker runs of an analysis step)."""
+    from mechrecall.analysis import execute
+    from mechrecall.registry import ANALYSES
+
+    entry = next(a for a in ANALYSES if a.name == job["analysis"])
+    execute(entry, job["path"], job["config"], device=job["device"])
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -354,19 +373,46 @@ class _Stopped(Exception):
     """A worker's training stopped because the study stopped (its checkpoint resumes it)."""
 
 
-def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any, stop: Any) -> float:
-    """A worker process: train with ``job["threads"]`` CPU threads for the whole training (a
-    fixed number, so the run's bits do not depend on when the other workers finish: see
-    mechrecall.determinism), reporting progress on ``queue``. It stops at the next step once
-    ``stop`` is set or the study's process is gone (killed), never training on as an orphan."""
+def _leave_with_the_study(parent: int, stop: Any) -> None:
+    """In a worker running an analysis (which has no step to stop at): end the process at once
+    when the study stops or its process is gone. What it leaves is consistent: every file is
+    written atomically, and the step is not in the ledger, so it runs again on resume."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                stopped = os.getppid() != parent or stop.is_set()
+            except Exception:  # the study's manager is gone, and so is the study
+                stopped = True
+            if stopped:
+                os._exit(130)
+
+    threading.Thread(target=watch, daemon=True, name="leave-with-the-study").start()
+
+
+def _worker(job: dict[str, Any], queue: Any, stop: Any) -> tuple[float, float]:
+    """A worker process: run one step's ``job["run"](job, on_step)`` — a training (``kind``
+    "train") or an analysis — with ``job["threads"]`` CPU threads (a
+    fixed number, so the step's bits do not depend on what else runs: see mechrecall.determinism);
+    return when it started (epoch seconds) and how long it took. A training reports its progress
+    on ``queue`` and stops at the next step once ``stop`` is set or the study's process is gone
+    (killed), never training on as an orphan; an analysis leaves at once (``_leave_with_the_study``)."""
     import os
     import warnings
 
+    import datasets
     import torch
 
     warnings.simplefilter("ignore")
-    torch.set_num_threads(job.get("threads") or max(1, cores // max(1, active.value)))
+    datasets.disable_progress_bars()  # a worker is quiet: the study's bar shows its progress
+    torch.set_num_threads(job["threads"])
     parent = os.getppid()
+    started_at, started = time.time(), time.perf_counter()
+    if job["kind"] != "train":
+        _leave_with_the_study(parent, stop)
 
     def on_step(step: int) -> None:
         if os.getppid() != parent or (step % 10 == 0 and stop.is_set()):
@@ -374,20 +420,19 @@ def _train_worker(job: dict[str, Any], cores: int, queue: Any, active: Any, stop
         if step % 10 == 0:
             queue.put((job["id"], step))
 
-    started = time.perf_counter()
-    train_job(job, on_step)
-    return time.perf_counter() - started
+    job["run"](job, on_step)
+    return started_at, time.perf_counter() - started
 
 
 def training_threads(job: dict[str, Any], workers: int, cores: int) -> int:
-    """CPU threads of a training run side by side with others: all cores for one that always
-    trains alone (the base), else an equal share among ``workers`` — a function of the settings,
-    never of which trainings happen to be left when a study resumes."""
+    """CPU threads of a step run side by side with others: all cores for one that always runs
+    alone (the base), else an equal share among ``workers`` — a function of the settings, never of
+    which steps happen to be left when a study resumes."""
     return cores if job.get("alone") else max(1, cores // workers)
 
 
 def default_jobs(device: str | None) -> int:
-    """Side-by-side trainings: on a CPU with several cores, small models train faster as one
+    """Side-by-side steps: on a CPU with several cores, small models train faster as one
     single-threaded process per run than as one multi-threaded process after another."""
     import os
 
@@ -396,50 +441,68 @@ def default_jobs(device: str | None) -> int:
     return max(1, min(2, os.cpu_count() or 1)) if resolve_device(device) == "cpu" else 1
 
 
-def _train_in_parallel(jobs: list[Step], workers: int, bar: Progress, tasks: dict[str, Any]) -> dict[str, float]:
-    """Run the training steps ``jobs`` in ``workers`` processes; return each one's seconds."""
+def run_side_by_side(
+    batch: list[Step], workers: int, bar: Progress, tasks: dict[str, Any],
+    is_cached: Callable[[Step], bool], finish: Callable[[Step, float, float | None], None],
+) -> dict[str, StepOutcome]:
+    """Run the steps of ``batch`` (each with a ``job``) in ``workers`` processes, each as soon as
+    the steps it comes ``after`` have finished (those outside the batch count as finished) and a
+    worker is free — trainings before analyses, the longest work first, so that a run's analyses
+    use the core its training freed while the other training goes on. A step found cached when
+    its turn comes is skipped. Returns each step's outcome; ``finish`` records each finished one."""
     import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    seconds: dict[str, float] = {}
+    cores = os.cpu_count() or 1
+    members = {step.id for step in batch}
+    outcomes: dict[str, StepOutcome] = {}
+    waiting = list(batch)
+
+    def ready(step: Step) -> bool:
+        return all(before not in members or before in outcomes for before in step.after)
+
     with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         queue = manager.Queue()
-        active = manager.Value("i", min(workers, len(jobs)))  # trainings running now
         stop = manager.Event()
-        cores = os.cpu_count() or 1
-        futures = {
-            pool.submit(_train_worker, {**step.job, "threads": training_threads(step.job, workers, cores)}, cores, queue, active, stop): step
-            for step in jobs
-        }
-        pending = set(futures)
+        running: dict[Any, Step] = {}
         try:
-            _collect(futures, pending, queue, active, workers, bar, tasks, seconds)
+            while waiting or running:
+                while len(running) < workers:
+                    candidates = [step for step in waiting if ready(step)]
+                    if not candidates:
+                        break
+                    step = next((s for s in candidates if (s.job or {}).get("kind") == "train"), candidates[0])
+                    waiting.remove(step)
+                    if is_cached(step):
+                        tasks[step.id] = bar.add_task(f"  {step.id}", total=1, status="[dim]cached")
+                        bar.update(tasks[step.id], completed=1)
+                        outcomes[step.id] = StepOutcome(step.id, "cached", 0.0)
+                        continue
+                    job = {**(step.job or {}), "threads": training_threads(step.job or {}, workers, cores)}
+                    tasks[step.id] = bar.add_task(f"  {step.id}", total=step.total, status="running")
+                    running[pool.submit(_worker, job, queue, stop)] = step
+                if not running:
+                    if waiting:  # cannot happen with plan()'s order: every step comes after earlier ones
+                        raise ArtifactError(f"step {waiting[0].id} waits for a step that never ran: run `mechrecall reproduce` again")
+                    break
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    step_id, step_count = queue.get()
+                    bar.update(tasks[step_id], completed=step_count)
+                for future in done:
+                    step = running.pop(future)
+                    started_at, seconds = future.result()  # re-raises a worker's error here
+                    finish(step, seconds, started_at)
+                    outcomes[step.id] = StepOutcome(step.id, "ran", seconds)
+                    bar.update(tasks[step.id], completed=step.total, status=f"{seconds:.1f} s")
         except BaseException:  # Ctrl-C, a termination signal, a worker's error: the others stop too
             stop.set()
-            for future in futures:
+            for future in running:
                 future.cancel()
             raise
-    return seconds
-
-
-def _collect(
-    futures: dict[Any, Step], pending: set[Any], queue: Any, active: Any, workers: int, bar: Progress, tasks: dict[str, Any],
-    seconds: dict[str, float],
-) -> None:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    while pending:
-        done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-        while not queue.empty():
-            step_id, step_count = queue.get()
-            bar.update(tasks[step_id], completed=step_count)
-        for future in done:
-            step = futures[future]
-            seconds[step.id] = future.result()  # re-raises a worker's error here
-            active.value = max(1, min(workers, len(pending)))
-            bar.update(tasks[step.id], completed=step.total, status=f"{seconds[step.id]:.1f} s")
+    return outcomes
 
 
 def _open_study(out: Path, config: ReproduceConfig, study: StudyConfig) -> ArtifactDir:
@@ -501,17 +564,19 @@ def _reproduce_locked(
     steps = plan(out, config, study, device)
     ledger = _read_ledger(out)
     outcomes: list[StepOutcome] = []
-    trained_aside: dict[str, float] = {}
+    done_aside: dict[str, StepOutcome] = {}  # steps run (or found cached) by the worker processes
+    began = time.perf_counter()
 
     def is_cached(step: Step) -> bool:
         key, record = step.key(), ledger.get(step.id)
         return key is not None and bool(record) and record.get("key") == key and step.outputs() == record.get("outputs")
 
-    def finish(step: Step, seconds: float) -> None:
+    def finish(step: Step, seconds: float, started_at: float | None = None) -> None:
         produced = step.outputs()
         if produced is None:
             raise ArtifactError(f"step {step.id} finished without writing its outputs: run `mechrecall reproduce` again")
-        ledger[step.id] = {"key": step.key(), "outputs": produced, "seconds": round(seconds, 2)}
+        ledger[step.id] = {"key": step.key(), "outputs": produced, "seconds": round(seconds, 2),
+                           "started": round(started_at if started_at is not None else time.time() - seconds, 2)}
         write_json_atomic(out / LEDGER, ledger)
         if progress and not console.is_terminal:  # a log file: a line per finished step
             console.print(f"{step.id}: {seconds:.1f} s", highlight=False)
@@ -524,8 +589,8 @@ def _reproduce_locked(
         overall = bar.add_task(f"[bold]study ({config.preset}, seed{'s' if len(config.seeds) > 1 else ''} {', '.join(map(str, config.seeds))})", total=len(steps), status="")
         tasks: dict[str, Any] = {}
         for index, step in enumerate(steps):
-            if step.id in trained_aside:
-                outcomes.append(StepOutcome(step.id, "ran", trained_aside[step.id]))
+            if step.id in done_aside:
+                outcomes.append(done_aside[step.id])
                 bar.advance(overall)
                 continue
             if is_cached(step):
@@ -535,14 +600,13 @@ def _reproduce_locked(
                 bar.advance(overall)
                 continue
             if step.job is not None and jobs > 1:
-                # this and every later pending training whose world exists: side by side
-                batch = [step] + [s for s in steps[index + 1:] if s.job is not None and s.key() is not None and not is_cached(s)]
-                for s in batch:
-                    tasks[s.id] = bar.add_task(f"  {s.id}", total=s.total, status="running")
-                for step_id, seconds in _train_in_parallel(batch, jobs, bar, tasks).items():
-                    finish(next(s for s in batch if s.id == step_id), seconds)
-                    trained_aside[step_id] = seconds
-                outcomes.append(StepOutcome(step.id, "ran", trained_aside[step.id]))
+                # the base alone (on every core); else this and every later step a worker can run,
+                # side by side as their inputs become ready
+                batch = [step] if step.job.get("alone") else [
+                    s for s in steps[index:] if s.job is not None and not s.job.get("alone") and s.id not in done_aside
+                ]
+                done_aside.update(run_side_by_side(batch, jobs, bar, tasks, is_cached, finish))
+                outcomes.append(done_aside[step.id])
                 bar.advance(overall)
                 continue
             task = bar.add_task(f"  {step.id}", total=step.total, status="running")
@@ -560,7 +624,8 @@ def _reproduce_locked(
     directory.reload()
     directory.record(LEDGER)
     ran = [o for o in outcomes if o.status == "ran"]
-    directory.mark("complete", last_run={"ran": [o.id for o in ran], "cached": len(outcomes) - len(ran), "seconds": round(sum(o.seconds for o in ran), 2)})
+    directory.mark("complete", last_run={"ran": [o.id for o in ran], "cached": len(outcomes) - len(ran), "seconds": round(sum(o.seconds for o in ran), 2),
+                                         "wall_seconds": round(time.perf_counter() - began, 2), "jobs": jobs})
     return outcomes
 
 
