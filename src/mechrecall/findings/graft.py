@@ -13,7 +13,9 @@ never used for the gradient); the best rounded mask is kept.
 
 α is searched: the smallest α of the grid (from ``sparsity`` up to ``max_sparsity``) whose graft
 recovers ``target`` of θ_task's QA-ID accuracy (the study's grafts recover most of it; a graft
-that does not is a failed precondition, and the report says so). Beside γ stand its controls:
+that does not is a failed precondition, and the report says so). The largest α is tried first:
+when it misses the target the search ends there (a smaller budget is not expected to recover
+more), else the grid is walked up from the smallest α. ``search`` lists the attempts in order. Beside γ stand its controls:
 |S ∩ γ| / |γ| against its chance level |S| / N, and the study's "remove S, then graft" experiment
 (γ ∖ S) against removing as many random elements of γ (seeded draws).
 """
@@ -281,15 +283,28 @@ def run(run: Run, config: GraftConfig, device: str, progress: bool) -> GraftResu
     evaluator = accuracy_evaluator(model.tokenizer, world.dataset)
     tuned_accuracy = evaluator(model)
     fit, heldout = graft_examples(world, model.tokenizer, config.heldout_fraction, config.seed)
-    search = []
-    for sparsity in config.grid():
-        attempt = GraftConfig(**{**config.__dict__, "sparsity": sparsity})
-        learned = learn_graft(model, index, base, tuned, fit, heldout, attempt, progress=progress)
-        grafted = evaluator(model)
-        recovered = grafted["qa_id"] / max(tuned_accuracy["qa_id"], 1e-12)
-        search.append({"sparsity": sparsity, "size": learned.size, "qa_id": grafted["qa_id"], "recovered": recovered})
-        if config.target is None or recovered >= config.target:
-            break
+    search: list[dict[str, float]] = []
+    tried: dict[float, tuple[LearnedGraft, dict[str, float]]] = {}
+
+    def attempt(sparsity: float) -> bool:
+        """Learn the graft at α = ``sparsity``; whether it recovers the target."""
+        if sparsity not in tried:
+            learned = learn_graft(model, index, base, tuned, fit, heldout, GraftConfig(**{**config.__dict__, "sparsity": sparsity}), progress=progress)
+            tried[sparsity] = learned, evaluator(model)
+            grafted = tried[sparsity][1]
+            recovered = grafted["qa_id"] / max(tuned_accuracy["qa_id"], 1e-12)
+            search.append({"sparsity": sparsity, "size": learned.size, "qa_id": grafted["qa_id"], "recovered": recovered})
+        entry = next(e for e in search if e["sparsity"] == sparsity)
+        return config.target is None or entry["recovered"] >= config.target
+
+    grid = config.grid()
+    # the largest α first: when even it misses the target, no smaller α is tried (a smaller budget
+    # does not recover more), and γ is the graft at the largest α
+    chosen = grid[-1]
+    if len(grid) == 1 or attempt(grid[-1]):
+        chosen = next((a for a in grid if attempt(a)), grid[-1])
+    learned, grafted = tried[chosen]
+    final = next(e for e in search if e["sparsity"] == chosen)
     set_weights(model, base, tuned, {n: torch.zeros_like(m) for n, m in learned.mask.items()})
     base_accuracy = evaluator(model)
     shared_size = intersection = None
@@ -305,13 +320,13 @@ def run(run: Run, config: GraftConfig, device: str, progress: bool) -> GraftResu
             set_weights(model, base, tuned, difference(learned.mask, removed))
             random_removed.append(evaluator(model))
     set_weights(model, base, tuned, learned.mask)
-    run.directory.save_tensors(GRAFT, to_stored(learned.mask), metadata={"sparsity": repr(search[-1]["sparsity"])})
+    run.directory.save_tensors(GRAFT, to_stored(learned.mask), metadata={"sparsity": repr(chosen)})
     return GraftResult(
-        sparsity=search[-1]["sparsity"], target=config.target,
-        target_met=None if config.target is None else search[-1]["recovered"] >= config.target,
+        sparsity=chosen, target=config.target,
+        target_met=None if config.target is None else final["recovered"] >= config.target,
         size=learned.size, fraction=learned.size / index.numel, parameters=index.numel, best_step=learned.best_step,
         history=tuple(learned.history), search=tuple(search),
-        accuracy={"grafted": grafted, "tuned": tuned_accuracy, "base": base_accuracy}, recovered_qa_id=search[-1]["recovered"],
+        accuracy={"grafted": grafted, "tuned": tuned_accuracy, "base": base_accuracy}, recovered_qa_id=final["recovered"],
         shared_size=shared_size, intersection=intersection, without_shared=without_shared, random_removed=tuple(random_removed),
         **index.unit_counts(index.flatten(learned.mask)),
     )
