@@ -291,6 +291,11 @@ PRESETS: dict[str, StudyConfig] = {
     # Two-stage's QA stage at lr 1e-3 erased its biographies (BIO 37%); at lr 1e-4 with weight
     # decay 0.01 it keeps them (87% on the single-BIO world). A random θ_pre and the old recipe
     # (wd 1.0, 12k steps from scratch) remain measurable with --set base_recipe=random.
+    # Lengths for the 45-minute first command (trial fast-b6k of docs/sweep.md): a 6,000-step base
+    # instead of 12,000 (its own QA-OOD 41.3% instead of 53.8%), mixed 4,500 steps (QA-OOD plateaus
+    # by 4,000 on the longer base), two-stage 2,000 BIO steps (BIO is 100% at their end) and 1,500
+    # QA steps: QA-ID is ~100% after 500, and each further QA step erodes BIO (91.7% after 2,500).
+    # The longer recipe: --set base_steps=12000 --set steps=6000 --set bio_steps=3000 --set qa_steps=3000.
     "tiny": StudyConfig(
         name="tiny",
         description="CPU default: 1,000 people with 3 augmented BIOs each (fresh templates, permuted, full name), "
@@ -298,10 +303,10 @@ PRESETS: dict[str, StudyConfig] = {
         world=WorldConfig(people=1_000, bio_per_person=3, permute=True, fullname=True),
         model=ModelConfig(name="tiny-h16"),
         train=TrainConfig(
-            steps=6_000, bio_steps=3_000, qa_steps=3_000, qa_share=0.8, lr=1e-3, weight_decay=0.1, batch_size=64,
+            steps=4_500, bio_steps=2_000, qa_steps=1_500, qa_share=0.8, lr=1e-3, weight_decay=0.1, batch_size=64,
             qa_lr=1e-4, qa_weight_decay=0.01,
         ),
-        base=BaseConfig(recipe="mixed", people=1_000, steps=12_000, lr=1e-3, weight_decay=1.0, qa_share=0.8, batch_size=64),
+        base=BaseConfig(recipe="mixed", people=1_000, steps=6_000, lr=1e-3, weight_decay=1.0, qa_share=0.8, batch_size=64),
         # 16 heads: 6.25% is one head, the headline 10% two
         analysis=AnalysisConfig(heads_curve=(6.25, 12.5, 25.0), patch_pairs=32),
     ),
