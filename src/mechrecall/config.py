@@ -293,8 +293,9 @@ PRESETS: dict[str, StudyConfig] = {
     # (wd 1.0, 12k steps from scratch) remain measurable with --set base_recipe=random.
     # Lengths for the 45-minute first command (trial fast-b6k of docs/sweep.md): a 6,000-step base
     # instead of 12,000 (its own QA-OOD 41.3% instead of 53.8%), mixed 4,500 steps (QA-OOD plateaus
-    # by 4,000 on the longer base), two-stage 2,000 BIO steps (BIO is 100% at their end) and 1,500
-    # QA steps: QA-ID is ~100% after 500, and each further QA step erodes BIO (91.7% after 2,500).
+    # by 4,000 on the longer base: trial mixB-lr1e-3), two-stage 2,000 BIO steps (BIO is 100% at
+    # their end) and 1,500 QA steps: at lr 1e-4 QA-ID is 99.9% after 500 QA steps and each further
+    # one erodes BIO (trial single-mixB-lr1e-3-qa1e-4; fast-b6k ends 2,500 QA steps at BIO 91.7%).
     # The longer recipe: --set base_steps=12000 --set steps=6000 --set bio_steps=3000 --set qa_steps=3000.
     "tiny": StudyConfig(
         name="tiny",

@@ -295,7 +295,6 @@ def run_steps(
     out: Path, seed: int, strategy: str, world_dir: Path, study: StudyConfig, device: str | None, base_hashes: Callable[[], Hashes | None],
 ) -> list[Step]:
     """Training (with the study's trace) and every registered analysis of one (seed, strategy) run."""
-    from mechrecall.analysis import execute
     from mechrecall.influence import TraceConfig
     from mechrecall.registry import ANALYSES
     from mechrecall.runs import BASE, TRAINING_TRACE, TUNED
@@ -328,14 +327,12 @@ def run_steps(
         if config is None:
             continue
 
-        def action(report: Report, entry=entry, config=config) -> None:
-            execute(entry, path, config, device=device)
-
         # a run's analyses form a chain in registry order (each reads what earlier ones wrote, and
         # one run's manifest is updated by one process at a time)
         worker_job = {"id": f"{prefix}/{entry.name}", "kind": "analysis", "run": analysis_job, "analysis": entry.name, "path": path, "config": config, "device": device}
         steps.append(Step(f"{prefix}/{entry.name}", {entry.name: to_dict(config)}, files(*entry.reads(config)),
-                          files(*entry.outputs(config)), action, job=worker_job, after=(steps[-1].id,)))
+                          files(*entry.outputs(config)), lambda report, job=worker_job: analysis_job(job), job=worker_job,
+                          after=(steps[-1].id,)))
     return steps
 
 
