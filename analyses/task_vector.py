@@ -5,19 +5,40 @@ elements recovers (why a graft with α ≤ 5% can or cannot recover the skill).
 
 Prints, over every trainable element: the share left exactly at θ_pre, the share of ‖Δθ‖² held by
 the top 1 / 5 / 20 / 50% of elements by |Δθ|, and, for each fraction, the QA-ID accuracy of
-θ_pre + top-fraction(Δθ) (the magnitude graft, no learned mask) beside θ_task's.
+θ_pre + top-fraction(Δθ) (the magnitude graft, no learned mask) beside θ_task's. Then, for each part
+of the model (token and position embeddings, attention, MLP, layer norms, unembedding): ‖Δθ‖/‖θ_pre‖
+over the part, the QA-ID of θ_pre with only that part's change, and that of θ_task with that part
+reset to θ_pre. Fine-tuning that is a small, local perturbation has parts that carry the skill on
+their own; a rewrite needs every part's change at once, and no sparse graft can recover it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+PARTS = ("embed", "attn", "mlp", "norm", "unembed")
+
+
+def part(name: str) -> str:
+    """The part of a HookedTransformer a parameter belongs to (embed holds pos_embed too)."""
+    if name.startswith("unembed."):
+        return "unembed"
+    if name.startswith(("embed.", "pos_embed.")):
+        return "embed"
+    if ".attn." in name:
+        return "attn"
+    if ".mlp." in name:
+        return "mlp"
+    return "norm"  # blocks.*.ln1/ln2, ln_final
 
 
 def task_vector(path: Path, fractions: tuple[float, ...]) -> dict:
@@ -48,9 +69,26 @@ def task_vector(path: Path, fractions: tuple[float, ...]) -> dict:
                 if name in deltas:
                     parameter.add_(deltas[name] * (deltas[name].abs() >= threshold))
         grafted[fraction] = evaluate(model)["qa_id"]
+
+    def graft(keep: Callable[[str], bool]) -> float:
+        model = run.load_model("base")
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in deltas and keep(name):
+                    parameter.add_(deltas[name])
+        return evaluate(model)["qa_id"]
+
+    parts = {}
+    for name in PARTS:
+        members = [n for n in deltas if part(n) == name]
+        if not members:
+            continue
+        relative = float(torch.cat([deltas[n].flatten() for n in members]).norm() / torch.cat([start[n].detach().flatten() for n in members]).norm())
+        parts[name] = {"elements": sum(deltas[n].numel() for n in members), "relative_change": relative,
+                       "only": graft(lambda n, name=name: part(n) == name), "all_but": graft(lambda n, name=name: part(n) != name)}
     return {
         "run": str(path), "elements": len(magnitudes), "unchanged": float((magnitudes == 0).float().mean()),
-        "top_energy": top_energy, "tuned_qa_id": evaluate(tuned)["qa_id"], "grafted_qa_id": grafted,
+        "top_energy": top_energy, "tuned_qa_id": evaluate(tuned)["qa_id"], "grafted_qa_id": grafted, "parts": parts,
     }
 
 
@@ -60,6 +98,9 @@ def lines(result: dict) -> list[str]:
            f"  share of ‖Δθ‖² by |Δθ|: {energy}"]
     for fraction, accuracy in result["grafted_qa_id"].items():
         out.append(f"  θ_pre + top {100 * fraction:g}% of Δθ: QA-ID {100 * accuracy:.1f}% (θ_task {100 * result['tuned_qa_id']:.1f}%)")
+    for name, found in result["parts"].items():
+        out.append(f"  {name:<8} {found['elements']:>9,} elements, ‖Δθ‖/‖θ_pre‖ {found['relative_change']:6.2f}: QA-ID with only its change "
+                   f"{100 * found['only']:5.1f}%, with all changes but its own {100 * found['all_but']:5.1f}%")
     return out
 
 

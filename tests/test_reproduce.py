@@ -415,6 +415,30 @@ def test_task_vector_graft_of_every_element_is_theta_task(study: Path) -> None:
     energies = list(result["top_energy"].values())
     assert energies == sorted(energies) and 0 < energies[0] <= energies[-1] <= 1.0 + 1e-6
     assert 0.0 <= result["unchanged"] < 1.0 and any("θ_pre + top 100%" in line for line in module.lines(result))
+    # the parts partition the trainable elements, each parameter of the model in the part its name says
+    from mechrecall.runs import open_run
+
+    run = open_run(study / "s0" / "mixed")
+    tuned, base = run.load_model(), run.load_model("base")
+    names = [n for n, p in tuned.named_parameters() if p.requires_grad]
+    assert {module.part(n) for n in names} == set(module.PARTS) and sum(p["elements"] for p in result["parts"].values()) == result["elements"]
+    assert module.part("blocks.1.attn.W_O") == "attn" and module.part("blocks.0.ln2.w") == "norm" and module.part("pos_embed.W_pos") == "embed"
+    # reference, by the other road: θ_task with its attention weights copied back from θ_pre
+    import torch
+
+    from mechrecall.evaluation import accuracy_evaluator
+
+    start = dict(base.named_parameters())
+    with torch.no_grad():
+        for name, parameter in tuned.named_parameters():
+            if ".attn." in name:
+                parameter.copy_(start[name])
+    evaluate = accuracy_evaluator(run.tokenizer(), run.world().dataset, metrics=("qa_id",))
+    assert result["parts"]["attn"]["all_but"] == pytest.approx(evaluate(tuned)["qa_id"], abs=0.01)
+    with torch.no_grad():
+        attn = [(p - start[n]).flatten() for n, p in run.load_model().named_parameters() if ".attn." in n]
+        relative = float(torch.cat(attn).norm() / torch.cat([start[n].flatten() for n in start if ".attn." in n]).norm())
+    assert result["parts"]["attn"]["relative_change"] == pytest.approx(relative, rel=1e-5)
 
 
 def test_timing_reads_the_schedule_the_study_ran(study: Path) -> None:
