@@ -93,3 +93,27 @@ def test_strategy_gap_bad_input_is_one_line_and_writes_nothing(args: list[str], 
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
     assert not root.exists()
+
+
+def test_small_is_the_tiny_recipe_at_a_larger_scale() -> None:
+    """The GPU preset changes the scale (people, model, batch), never the recipe: the same world
+    augmentation, the same base recipe, the same learning rates and decays; and each studied
+    world has the augmentation its base was pre-trained on."""
+    from mechrecall.config import MODEL_SIZES, PRESETS
+
+    tiny, small = PRESETS["tiny"], PRESETS["small"]
+    recipe = lambda w: (w.bio_per_person, w.permute, w.fullname, w.qa_id_fraction)  # noqa: E731
+    assert recipe(small.world) == recipe(tiny.world) and small.world.people > tiny.world.people
+    for study in (tiny, small):
+        base = study.base.world()
+        assert (base.bio_per_person, base.permute, base.fullname) == recipe(study.world)[:3]
+    for field in ("strategy", "lr", "weight_decay", "qa_lr", "qa_weight_decay", "qa_share", "warmup_steps", "min_lr_ratio", "l1_to_base"):
+        assert getattr(small.train, field) == getattr(tiny.train, field), field
+    for field in ("recipe", "lr", "weight_decay", "qa_share", "bio_per_person", "permute", "fullname"):
+        assert getattr(small.base, field) == getattr(tiny.base, field), field
+    assert small.base.people == small.world.people and tiny.base.people == tiny.world.people
+    sizes = [MODEL_SIZES[study.model.name] for study in (tiny, small)]
+    assert all(s.n_layers * s.n_heads >= 16 for s in sizes) and sizes[1].n_layers * sizes[1].n_heads > sizes[0].n_layers * sizes[0].n_heads
+    # the passes over the BIO texts in the BIO stage are the same at both scales
+    passes = [s.train.bio_steps * s.train.batch_size / (s.world.people * s.world.bio_per_person) for s in (tiny, small)]
+    assert passes[1] == pytest.approx(passes[0], rel=0.01)

@@ -313,12 +313,16 @@ PRESETS: dict[str, StudyConfig] = {
     ),
     "small": StudyConfig(
         name="small",
-        description="single-GPU: the tiny recipe at a larger scale: 3,000 people, a 4-layer d_model=256 model of "
-        "32 heads fine-tuned from a base pre-trained (mixed recipe) on 3,000 other people",
-        world=WorldConfig(people=3_000),
+        description="single-GPU: the tiny recipe at a larger scale: 3,000 people with 3 augmented BIOs each, a "
+        "4-layer d_model=256 model of 32 heads fine-tuned from a base pre-trained (mixed recipe) on 3,000 other people",
+        # the tiny world's augmentation (it was a single-BIO, pronoun world before: not the same recipe);
+        # lengths keep tiny's passes over the data at batch 128 and 3× the people: 43 passes over the
+        # BIOs in the BIO stage, and a QA stage of 1,500 steps (QA-ID is fitted long before its end,
+        # and every further QA step erodes BIO)
+        world=WorldConfig(people=3_000, bio_per_person=3, permute=True, fullname=True),
         model=ModelConfig(name="small"),
         train=TrainConfig(
-            steps=6_000, bio_steps=3_000, qa_steps=3_000, qa_share=0.8, lr=1e-3, weight_decay=0.1, batch_size=128,
+            steps=6_000, bio_steps=3_000, qa_steps=1_500, qa_share=0.8, lr=1e-3, weight_decay=0.1, batch_size=128,
             qa_lr=1e-4, qa_weight_decay=0.01,
         ),
         base=BaseConfig(recipe="mixed", people=3_000, steps=12_000, lr=1e-3, weight_decay=1.0, qa_share=0.8, batch_size=128),
