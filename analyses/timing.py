@@ -8,7 +8,7 @@ the analyses ran one after another after both trainings (base + the slower train
 an upper bound, and the whole time before analyses ran side by side), so a figure comes from
 measurements even when a study was interrupted and resumed (a step's ledger entry then covers
 only its last part). Since steps run side by side, ``steps.json`` also records when each step
-started: when every step of the seed has that, it prints the span from the first step's start
+started: when every step of the seed has that and they ran in one reproduce, it prints the span from the first step's start
 to the report's end; and it prints the wall clock of the last ``mechrecall reproduce``, with how
 many steps it ran and found cached (a first run on a fresh machine runs all of them).
 """
@@ -59,20 +59,34 @@ def main() -> None:
     spanned = span(args.study, args.seed)
     if spanned is not None:
         print(f"{'side by side: first start to the report, steps.json':<56} {spanned:8.0f} s  {spanned / 60:6.1f} min")
+    else:
+        print("side by side: not measured (the seed's steps, its base and the report did not all run in one reproduce)")
     last = json.loads((args.study / "manifest.json").read_text()).get("last_run") or {}
     if "wall_seconds" in last:
         label = f"last reproduce (ran {len(last['ran'])}, cached {last['cached']})"
         print(f"{label:<56} {last['wall_seconds']:8.0f} s  {last['wall_seconds'] / 60:6.1f} min")
 
 
+IDLE = 60.0  # seconds with no step running: within one reproduce a step starts as soon as its inputs end
+
+
 def span(study: Path, seed: int) -> float | None:
     """First start to last end of the base, the seed's steps and the report, when the ledger has
-    every start (steps run side by side record it); None otherwise."""
+    every start (steps run side by side record it) and they ran in one ``mechrecall reproduce``;
+    None otherwise. Steps of one reproduce leave no idle time between them, so a stretch of over
+    IDLE seconds with none of them running means they came from different runs (e.g. seed 0 and
+    its base yesterday, a report rewritten today by --seeds 3): no span is measured then."""
     ledger = json.loads((study / "steps.json").read_text())
     chosen = [record for step, record in ledger.items() if step.startswith((f"s{seed}/", "base/", "report"))]
     if not chosen or any("started" not in record for record in chosen):
         return None
-    return max(r["started"] + r["seconds"] for r in chosen) - min(r["started"] for r in chosen)
+    chosen.sort(key=lambda r: r["started"])
+    end = chosen[0]["started"] + chosen[0]["seconds"]
+    for record in chosen[1:]:
+        if record["started"] > end + IDLE:
+            return None
+        end = max(end, record["started"] + record["seconds"])
+    return end - chosen[0]["started"]
 
 
 if __name__ == "__main__":

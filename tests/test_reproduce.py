@@ -441,7 +441,7 @@ def test_task_vector_graft_of_every_element_is_theta_task(study: Path) -> None:
     assert result["parts"]["attn"]["relative_change"] == pytest.approx(relative, rel=1e-5)
 
 
-def test_timing_reads_the_schedule_the_study_ran(study: Path) -> None:
+def test_timing_reads_the_schedule_the_study_ran(study: Path, tmp_path: Path) -> None:
     """analyses/timing.py: the side-by-side span is the ledger's first start to its last end, and
     it fits in the wall clock of the study's run (which also spawned its workers and wrote the manifest)."""
     import importlib.util
@@ -453,6 +453,12 @@ def test_timing_reads_the_schedule_the_study_ran(study: Path) -> None:
     seed0 = [r for step, r in ledger.items() if not step.startswith("s1/")]
     assert module.span(study, 0) == pytest.approx(max(r["started"] + r["seconds"] for r in seed0) - min(r["started"] for r in seed0))
     assert module.span(study, 0) <= json.loads((study / "manifest.json").read_text())["last_run"]["wall_seconds"]
+    # steps that did not run in one reproduce (a report rewritten later, by another seed's run) give no span
+    later = tmp_path / "later"
+    later.mkdir()
+    moved = {**ledger, "report": {**ledger["report"], "started": ledger["report"]["started"] + 3600}}
+    (later / LEDGER).write_text(json.dumps(moved))
+    assert module.span(later, 0) is None and module.span(later, 1) is None
     parts = module.parts(study, 0)
     assert parts["total, one part after another"] == pytest.approx(
         parts["base (pre-training, alone)"] + parts["both trainings, side by side (the slower)"] + parts["worlds, analyses and report"])
