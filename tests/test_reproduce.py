@@ -402,6 +402,28 @@ def test_ood_structure_adds_up_to_the_runs_own_accuracy(study: Path) -> None:
     assert any("Dispersion index" in line for line in module.lines(result))
 
 
+def test_compare_runs_reads_where_two_trainings_part(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """analyses/compare_runs.py: a run against itself is the same config whose losses never part;
+    two seeds differ in their seeds and part at the first logged step; the gaps are exact."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("compare_runs", Path(__file__).parents[1] / "analyses" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.config_differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4}) == [("a.c", 2, 3), ("d", None, 4)]
+    gaps = module.loss_gaps([{"step": 10, "loss_bio": 2.0, "lr": 1.0}, {"step": 20, "loss_bio": 1.0}], [{"step": 10, "loss_bio": 1.5}])
+    assert gaps == [(10, "loss_bio", 0.25)]
+    run, other = study / "s0" / "mixed", study / "s1" / "mixed"
+    for pair in ((run, run), (run, other)):
+        sys.argv = ["compare_runs.py", str(pair[0]), str(pair[1])]
+        module.main()
+    same, different = capsys.readouterr().out.split("configs differ")
+    assert same.startswith("same config") and "part (relative difference > 1e-4) at step never" in same
+    assert "| qa_ood |" in same and "+0.00 |" in same.split("| qa_ood |")[1].splitlines()[0]
+    assert "seed" in different.splitlines()[0] and "at step never" not in different
+
+
 def test_task_vector_graft_of_every_element_is_theta_task(study: Path) -> None:
     """analyses/task_vector.py: grafting all of Δθ onto θ_pre gives θ_task's QA-ID exactly; the
     energy held by the top elements grows with their share and ends at all of it."""
