@@ -73,6 +73,10 @@ MODEL_SIZES: dict[str, ModelSize] = {
     "tiny-h16": ModelSize(n_layers=2, d_model=128, n_heads=8, d_head=16, d_mlp=512),
     "tiny-l4": ModelSize(n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512),
     "small": ModelSize(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, unembed_bias=False),
+    # GPU sweeps only: twice small's depth and width (128 heads), for the direction "more layers, more
+    # parameters per person" that docs/sweep.md points to. Not measured yet: on the H100 lent on
+    # 2026-11-22 no base of it finished inside a 10-minute command (docs/gpu-2026-11-22/README.md)
+    "medium": ModelSize(n_layers=8, d_model=512, n_heads=16, d_head=32, d_mlp=2048, unembed_bias=False),
 }
 
 
