@@ -21,16 +21,16 @@ warnings.filterwarnings("ignore")
 
 def markdown_table(summary: list[dict], seeds: str) -> str:
     lines = [
-        "| preset | mixed BIO | mixed QA-ID | mixed QA-OOD | two-stage BIO after stage 1 | two-stage BIO | two-stage QA-ID | two-stage QA-OOD | gap (points) | QA-OOD chance | training s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | mixed BIO | mixed QA-ID | mixed QA-OOD | two-stage BIO after stage 1 | two-stage QA-OOD after stage 1 (no QA yet) | two-stage BIO | two-stage QA-ID | two-stage QA-OOD | gap (points) | QA-OOD chance | training s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(entry: dict, key: str) -> str:
         return f"{100 * entry[key][0]:.1f} ± {100 * entry[key][1]:.1f}" if key in entry else "·"
 
     for entry in summary:
-        keys = ["mixed/bio", "mixed/qa_id", "mixed/qa_ood", "two-stage/bio_after_stage1", "two-stage/bio", "two-stage/qa_id",
-                "two-stage/qa_ood", "gap", "mixed/chance_qa_ood"]
+        keys = ["mixed/bio", "mixed/qa_id", "mixed/qa_ood", "two-stage/bio_after_stage1", "two-stage/qa_ood_after_stage1",
+                "two-stage/bio", "two-stage/qa_id", "two-stage/qa_ood", "gap", "mixed/chance_qa_ood"]
         lines.append(f"| {entry['trial']} | " + " | ".join(cell(entry, k) for k in keys) + f" | {entry['train_seconds']:.0f} |")
     lines.append(f"\nMean ± spread (population std) over seeds {seeds}.")
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def main() -> None:
     table = Table(title=f"strategy gap, {args.preset} preset, seeds {args.seeds} (mean ± spread, %)")
     columns = {
         "mixed BIO": "mixed/bio", "mixed QA-ID": "mixed/qa_id", "mixed QA-OOD": "mixed/qa_ood",
-        "2s BIO stage 1": "two-stage/bio_after_stage1", "2s BIO": "two-stage/bio", "2s QA-ID": "two-stage/qa_id",
+        "2s BIO stage 1": "two-stage/bio_after_stage1", "2s QA-OOD stage 1": "two-stage/qa_ood_after_stage1", "2s BIO": "two-stage/bio", "2s QA-ID": "two-stage/qa_id",
         "2s QA-OOD": "two-stage/qa_ood", "gap": "gap", "chance": "mixed/chance_qa_ood",
         "mixed ‖Δθ‖/‖θ‖": "mixed/relative_update", "2s ‖Δθ‖/‖θ‖": "two-stage/relative_update",
         "mixed QA-OOD kept, 1% reset": "mixed/reset_survival", "2s QA-OOD kept, 1% reset": "two-stage/reset_survival",

@@ -68,6 +68,12 @@ def test_report_states_what_reproduces_with_every_row_beside_its_control(study: 
     assert cells[2].startswith(f"{100 * sum(values) / 2:.1f} ± ")
     chance = [json.loads((study / f"s{s}" / "mixed" / "manifest.json").read_text())["training"]["chance"]["qa_ood"] for s in range(2)]
     assert cells[3].startswith(f"{100 * sum(chance) / 2:.1f} ± ")
+    # two-stage's QA-OOD before any QA was trained: the last BIO-stage evaluation, beside chance; mixed has none
+    stage_one = next(line for line in gap.splitlines() if line.startswith("| QA-OOD at the end of the BIO stage"))
+    cells = [c.strip() for c in stage_one.strip("|").split("|")]
+    evals = [json.loads((study / f"s{s}" / "two-stage" / "manifest.json").read_text())["training"]["evals"] for s in range(2)]
+    before_qa = [[e for e in runs if e["phase"] == "bio"][-1]["qa_ood"] for runs in evals]
+    assert cells[2:4] == ["·", "·"] and cells[4].startswith(f"{100 * sum(before_qa) / 2:.1f} ± ")
     page = (study / "report.html").read_text()
     assert page.count("<table>") == len(SECTIONS)
     assert "src=\"http" not in page and "src='http" not in page  # self-contained: plotly.js inline
@@ -316,6 +322,7 @@ def test_results_table_has_a_row_per_seed_strategy_and_measure(study: Path) -> N
             assert mine["metrics", "qa_ood.accuracy"] == pytest.approx(metrics["qa_ood"]["accuracy"])
             assert ("training", "relative_update") in mine and {"shared", "graft", "ablate", "heads"} <= {s for s, _ in mine}
             assert (("training", "bio_after_stage1") in mine) == (strategy == "two-stage")
+            assert (("training", "qa_ood_after_stage1") in mine) == (strategy == "two-stage")
     assert "results.csv" in json.loads((study / "manifest.json").read_text())["files"]
 
 

@@ -38,7 +38,14 @@ def test_sweep_trains_both_strategies_and_summarizes_the_gap(tmp_path: Path) -> 
     for row in rows:  # the measures of the presets issue are there
         assert row["chance_qa_ood"] is not None and row["relative_update"] > 0
         assert (row["bio_after_stage1"] is not None) == (row["strategy"] == "two-stage")
+        stage_one = [e for e in row["evals"] if e["phase"] == "bio"]
+        assert row["qa_ood_after_stage1"] == (stage_one[-1]["qa_ood"] if row["strategy"] == "two-stage" else None)
     summary = {entry["trial"]: entry for entry in summarize(rows)}
+    two_stage = [r for r in rows if r["trial"] == "plain" and r["strategy"] == "two-stage"]
+    assert summary["plain"]["two-stage/qa_ood_after_stage1"][0] == pytest.approx(sum(r["qa_ood_after_stage1"] for r in two_stage) / 2)
+    # a row written before the measure was recorded: read off its evaluations, to the same summary
+    older = [{k: v for k, v in r.items() if k != "qa_ood_after_stage1"} for r in rows]
+    assert summarize(older) == summarize(rows)
     plain = [r for r in rows if r["trial"] == "plain"]
     gaps = [
         next(r["qa_ood"] for r in plain if r["seed"] == s and r["strategy"] == "mixed")
@@ -63,10 +70,10 @@ def test_strategy_gap_table_renders_the_summary() -> None:
     spec.loader.exec_module(module)
     summary = [{"trial": "tiny", "mixed/bio": (0.998, 0.001), "mixed/qa_id": (1.0, 0.0), "mixed/qa_ood": (0.5, 0.1),
                 "two-stage/qa_id": (0.99, 0.01), "two-stage/qa_ood": (0.1, 0.02), "gap": (0.4, 0.05), "mixed/chance_qa_ood": (0.032, 0.0),
-                "two-stage/bio_after_stage1": (1.0, 0.0), "train_seconds": 600.0}]
+                "two-stage/bio_after_stage1": (1.0, 0.0), "two-stage/qa_ood_after_stage1": (0.05, 0.01), "train_seconds": 600.0}]
     table = module.markdown_table(summary, "0,1,2")
     # a measure the summary lacks (two-stage BIO here) is a dot, not a shifted column
-    assert "| tiny | 99.8 ± 0.1 | 100.0 ± 0.0 | 50.0 ± 10.0 | 100.0 ± 0.0 | · | 99.0 ± 1.0 | 10.0 ± 2.0 | 40.0 ± 5.0 | 3.2 ± 0.0 | 600 |" in table
+    assert "| tiny | 99.8 ± 0.1 | 100.0 ± 0.0 | 50.0 ± 10.0 | 100.0 ± 0.0 | 5.0 ± 1.0 | · | 99.0 ± 1.0 | 10.0 ± 2.0 | 40.0 ± 5.0 | 3.2 ± 0.0 | 600 |" in table
 
 
 @pytest.mark.parametrize(

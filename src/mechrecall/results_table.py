@@ -47,6 +47,7 @@ def run_rows(run: Path) -> Iterator[tuple[str, str, float]]:
     for record in training.get("evals") or []:
         if record.get("phase") == "bio" and record.get("step") in training.get("phase_ends", []):
             yield "training", "bio_after_stage1", float(record["bio"])
+            yield "training", "qa_ood_after_stage1", float(record["qa_ood"])
     for name in sorted(manifest.get("files", {})):
         if name.endswith(".json") and name not in ("metrics.json", "train_log.json", "model.json", "manifest.json") and "/" not in name:
             try:

@@ -39,7 +39,9 @@ from mechrecall.data.store import create_world, save_world
 from mechrecall.errors import ConfigError, RunDirError
 from mechrecall.runs import BASE, TUNED, Run, open_run, train_run
 
-SUMMARIZED = ("bio", "qa_id", "qa_ood", "bio_after_stage1", "chance_qa_ood", "relative_update", "reset_survival")
+SUMMARIZED = (
+    "bio", "qa_id", "qa_ood", "bio_after_stage1", "qa_ood_after_stage1", "chance_qa_ood", "relative_update", "reset_survival",
+)
 RESET_FRACTION = 0.01
 RESET_DRAWS = 3
 
@@ -217,6 +219,8 @@ def result_row(trial: str, overrides: dict[str, Any], seed: int, strategy: str, 
         "trial": trial, "overrides": overrides, "seed": seed, "strategy": strategy, "run": str(run.path),
         "bio": metrics["bio"]["accuracy"], "qa_id": metrics["qa_id"]["accuracy"], "qa_ood": metrics["qa_ood"]["accuracy"],
         "bio_after_stage1": stage_one[-1]["bio"] if stage_one else None,
+        # what the base's own skill extracts from the newly stored BIOs before any QA is trained
+        "qa_ood_after_stage1": stage_one[-1]["qa_ood"] if stage_one else None,
         "chance_qa_ood": training.get("chance", {}).get("qa_ood"),
         "relative_update": training.get("relative_update"),
         "reset_survival": reset_survival(run),
@@ -248,6 +252,15 @@ def study_rows(study: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _measure(row: dict[str, Any], metric: str) -> float | None:
+    """A row's value of ``metric``; a row written before ``qa_ood_after_stage1`` was recorded
+    has it in its evaluations (the last one of the BIO stage)."""
+    if metric == "qa_ood_after_stage1" and metric not in row and row.get("strategy") == "two-stage":
+        stage_one = [e for e in row.get("evals") or [] if e.get("phase") == "bio"]
+        return stage_one[-1]["qa_ood"] if stage_one else None
+    return row.get(metric)
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per trial: mean and spread (population std) over seeds of each strategy's accuracies and
     of the gap (mixed QA-OOD − two-stage QA-OOD, paired by seed)."""
@@ -259,7 +272,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             by_seed.setdefault(row["seed"], {})[row["strategy"]] = row
         for strategy in STRATEGIES:
             for metric in SUMMARIZED:
-                values = [s[strategy].get(metric) for s in by_seed.values() if strategy in s]
+                values = [_measure(s[strategy], metric) for s in by_seed.values() if strategy in s]
                 values = [v for v in values if v is not None and v == v]  # missing or NaN: left out
                 if values:
                     entry[f"{strategy}/{metric}"] = (statistics.fmean(values), statistics.pstdev(values))

@@ -32,6 +32,7 @@ class RunFacts:
     chance: dict[str, float]  # metric → majority-value chance level
     bio_after_stage1: float | None  # two-stage only
     results: dict[str, Any]  # analysis name → its typed result (the analyses that ran)
+    qa_ood_after_stage1: float | None = None  # two-stage only: QA-OOD before any QA was trained
 
     def result(self, name: str) -> Any:
         return self.results.get(name)
