@@ -124,3 +124,58 @@ def test_small_is_the_tiny_recipe_at_a_larger_scale() -> None:
     # the passes over the BIO texts in the BIO stage are the same at both scales
     passes = [s.train.bio_steps * s.train.batch_size / (s.world.people * s.world.bio_per_person) for s in (tiny, small)]
     assert passes[1] == pytest.approx(passes[0], rel=0.01)
+
+
+def test_gpu_sweep_script_shares_a_base_and_brings_back_every_row(tmp_path: Path) -> None:
+    """analyses/gpu_sweep.sh, run here on the CPU: a `wait` line starts once its root's base is
+    pre-trained and reuses it; the archive holds both strategies' rows and no weights."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tarfile
+
+    repo = Path(__file__).parents[1]
+    work = tmp_path / "work"
+    (work / "analyses").mkdir(parents=True)
+    shutil.copy(repo / "analyses" / "gpu_sweep.sh", work / "analyses")
+    shutil.copy(repo / "analyses" / "sweep.py", work / "analyses")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (shims / "nvidia-smi").write_text("#!/bin/sh\necho no GPU: a test\n")
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    trial = f"t:{SMALL},base=bio,base_people=12,base_steps=4,base_batch_size=4"
+    (work / "trials.txt").write_text(f"r|micro|0|{trial}|mixed\nr|micro|0|{trial}|two-stage|wait\n")
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "DEVICE": "cpu", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", "analyses/gpu_sweep.sh", "trials.txt", "300"], cwd=work, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "after the base" in done.stdout
+    with tarfile.open(tmp_path / "out" / "gpu.tgz") as archive:
+        names = archive.getnames()
+        rows = json.load(archive.extractfile("g/r/results.json"))
+    assert sorted(r["strategy"] for r in rows) == ["mixed", "two-stage"]
+    assert len({n.split("/")[3] for n in names if n.startswith("g/r/bases/") and n.count("/") >= 4}) == 1  # one base
+    assert not any(n.endswith(".safetensors") for n in names)
+
+
+def test_rows_merged_side_by_side_are_all_kept(tmp_path: Path) -> None:
+    """Processes that add rows to one results.json at the same time lose none of them."""
+    import json
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        pool.map(_add_rows, [(tmp_path, worker) for worker in range(4)])
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["trial"], r["seed"]) for r in rows) == sorted((f"w{w}", s) for w in range(4) for s in range(25))
+
+
+def _add_rows(job: tuple[Path, int]) -> None:
+    from mechrecall.sweep import _merge_results
+
+    root, worker = job
+    for seed in range(25):
+        _merge_results(root / "results.json", {"trial": f"w{worker}", "seed": seed, "strategy": "mixed"})

@@ -176,9 +176,15 @@ def run_sweep(
 
 
 def _merge_results(path: Path, row: dict[str, Any]) -> None:
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows = [r for r in rows if (r["trial"], r["seed"], r["strategy"]) != (row["trial"], row["seed"], row["strategy"])]
-    write_json_atomic(path, rows + [row])
+    """Add ``row`` to the table at ``path`` under an exclusive lock: sweeps side by side that
+    finish together each read the other's rows before writing (a lost row is a lost run)."""
+    import fcntl
+
+    with open(path.parent / f".{path.name}.lock", "a+") as lock:  # kept: removing it would race a waiter
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(path.read_text()) if path.exists() else []
+        rows = [r for r in rows if (r["trial"], r["seed"], r["strategy"]) != (row["trial"], row["seed"], row["strategy"])]
+        write_json_atomic(path, rows + [row])
 
 
 def reset_survival(run: Run, fraction: float = RESET_FRACTION, draws: int = RESET_DRAWS) -> float:
