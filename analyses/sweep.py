@@ -43,20 +43,29 @@ def main() -> None:
     from rich.table import Table
 
     from mechrecall.artifacts import write_json_atomic
+    from mechrecall.errors import MechrecallError
     from mechrecall.figures import write_figure
     from mechrecall.sweep import Trial, run_sweep, summarize, summary_figure
 
     datasets.disable_progress_bars()
     if args.table_only:
+        if not (args.root / "results.json").is_file():
+            parser.exit(2, f"error: {args.root} holds no results.json: run a sweep there first, or give its --root\n")
         rows = json.loads((args.root / "results.json").read_text())
         trials = []
     else:
-        trials = [Trial.parse(text, args.preset) for text in (args.trial or ["preset"])]
+        try:
+            trials = [Trial.parse(text, args.preset) for text in (args.trial or ["preset"])]
+        except MechrecallError as error:
+            parser.exit(2, f"error: {error}\n")
         seeds = [int(s) for s in args.seeds.split(",")]
         strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
         if not strategies or any(s not in ("mixed", "two-stage") for s in strategies):
             parser.exit(2, f"error: --strategies {args.strategies!r}: choose from mixed, two-stage\n")
-        rows = run_sweep(trials, seeds, args.root, strategies=strategies, device=args.device, progress=not args.no_progress)
+        try:
+            rows = run_sweep(trials, seeds, args.root, strategies=strategies, device=args.device, progress=not args.no_progress)
+        except MechrecallError as error:
+            parser.exit(2, f"error: {error}\n")
     summary = summarize(rows)
     write_json_atomic(args.root / "summary.json", summary)
     write_figure(summary_figure(summary), args.root / "summary.html")

@@ -179,3 +179,41 @@ def _add_rows(job: tuple[Path, int]) -> None:
     root, worker = job
     for seed in range(25):
         _merge_results(root / "results.json", {"trial": f"w{worker}", "seed": seed, "strategy": "mixed"})
+
+
+def test_a_sweep_waits_for_a_base_another_process_is_pre_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Sweeps side by side (one per core) that need the same base: the second waits for the
+    first's base and goes on, instead of failing on its lock (it did, with a traceback)."""
+    import dataclasses
+    import threading
+
+    from mechrecall import sweep
+    from mechrecall.artifacts import output_lock
+
+    monkeypatch.setattr(sweep, "BASE_POLL_SECONDS", 0.05)
+    trial = Trial.parse(f"t:{SMALL},base=bio,base_people=12,base_steps=4,base_batch_size=4")
+    _, model, _, base = trial.configs(seed=0)
+    out = tmp_path / "bases" / sweep._key(base, dataclasses.replace(model, seed=base.seed))
+    result: dict[str, list] = {}
+    worker = threading.Thread(target=lambda: result.update(rows=run_sweep([trial], [0], tmp_path, strategies=("mixed",), device="cpu", progress=False)))
+    with output_lock(out):  # another process is pre-training this base
+        worker.start()
+        worker.join(timeout=2.0)
+        assert worker.is_alive() and "rows" not in result  # waiting, not failed
+    worker.join(timeout=300)
+    assert not worker.is_alive() and len(result["rows"]) == 1 and (out / "model.safetensors").exists()
+    assert "another process is pre-training this base" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--trial", "x:colour=blue"], "unknown setting 'colour'"),
+    (["--table-only"], "holds no results.json"),
+])
+def test_sweep_script_bad_input_is_one_line(args: list[str], fragment: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    done = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "root"), *args], capture_output=True, text=True)
+    assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "root").exists()

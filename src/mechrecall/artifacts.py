@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from mechrecall.errors import ArtifactError, RunDirError
+from mechrecall.errors import ArtifactError, OutputBusyError, RunDirError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -347,7 +347,7 @@ def output_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise RunDirError(f"another mechrecall process is writing {path}: wait for it to finish, or choose another --out") from None
+            raise OutputBusyError(f"another mechrecall process is writing {path}: wait for it to finish, or choose another --out") from None
         try:  # the holder before us may have removed the file between our open and our lock: retry
             locked_the_file_there = os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:

@@ -19,6 +19,10 @@ class RunDirError(MechrecallError):
     """A path is not a run (or world) directory, or is one of the wrong kind or state."""
 
 
+class OutputBusyError(RunDirError):
+    """Another process holds the lock of an output path (it is writing there now)."""
+
+
 class ArtifactError(MechrecallError):
     """An artifact is missing, corrupt or does not match the manifest."""
 

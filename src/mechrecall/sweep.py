@@ -36,7 +36,7 @@ from mechrecall.config import (
     get_preset,
 )
 from mechrecall.data.store import create_world, save_world
-from mechrecall.errors import ConfigError, RunDirError
+from mechrecall.errors import ConfigError, OutputBusyError, RunDirError
 from mechrecall.runs import BASE, TUNED, Run, open_run, train_run
 
 SUMMARIZED = (
@@ -112,14 +112,31 @@ def _world_dir(root: Path, world: WorldConfig) -> Path:
     return path
 
 
+BASE_POLL_SECONDS = 10.0
+
+
 def train_base(
     root: Path, base: BaseConfig, model: ModelConfig, template: TrainConfig, preset: str, device: str | None, progress: bool
 ) -> Run:
-    """The pre-trained base of ``base`` (trained once, under ``root/bases/<hash>``)."""
+    """The pre-trained base of ``base`` (trained once, under ``root/bases/<hash>``). When another
+    sweep (side by side, one per core) is pre-training the same base, wait for it and reuse it:
+    the base is shared, never trained twice, and the second sweep does not fail."""
+    import sys
+    import time
+
     model = dataclasses.replace(model, seed=base.seed)
     training = base.train(template)
     world_path = _world_dir(root, base.world())
-    return train_run(world_path, root / "bases" / _key(base, model), model, training, preset=preset, device=device, progress=progress)
+    out = root / "bases" / _key(base, model)
+    waiting = False
+    while True:
+        try:
+            return train_run(world_path, out, model, training, preset=preset, device=device, progress=progress)
+        except OutputBusyError:
+            if not waiting:
+                print(f"waiting for {out}: another process is pre-training this base; it is reused once it ends", file=sys.stderr, flush=True)
+                waiting = True
+            time.sleep(BASE_POLL_SECONDS)
 
 
 def _finished_twin(root: Path, config: dict[str, Any]) -> Run | None:
