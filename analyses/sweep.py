@@ -31,7 +31,11 @@ def main() -> None:
     parser.add_argument("--strategies", default="mixed,two-stage", help="which strategies to train (a finished twin is reused either way)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 per process when sweeps run side by side)")
     parser.add_argument("--table-only", action="store_true", help="print the table of --root's results.json, train nothing")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the table (and each trial's settings) as markdown")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the table (and each trial's settings) as markdown, and its rows beside it as .json")
+    parser.add_argument("--rows", type=Path, action="append", default=[],
+                        help="add the rows of a table written before (the .json beside a --markdown page; repeatable): "
+                        "the table outlives the run folders it was measured on")
     args = parser.parse_args()
     if args.threads is not None:
         import torch
@@ -48,10 +52,18 @@ def main() -> None:
     from mechrecall.sweep import Trial, run_sweep, summarize, summary_figure
 
     datasets.disable_progress_bars()
+    kept_rows, kept_stopped = [], []
+    for path in args.rows:
+        try:
+            record = json.loads(path.read_text())
+            kept_rows += record["rows"]
+            kept_stopped += record.get("stopped", [])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+            parser.exit(2, f"error: --rows {path}: not the rows of a sweep table ({type(error).__name__}): give the .json written beside a --markdown page\n")
     if args.table_only:
-        if not (args.root / "results.json").is_file():
-            parser.exit(2, f"error: {args.root} holds no results.json: run a sweep there first, or give its --root\n")
-        rows = json.loads((args.root / "results.json").read_text())
+        if not (args.root / "results.json").is_file() and not args.rows:
+            parser.exit(2, f"error: {args.root} holds no results.json: run a sweep there first, or give its --root (or --rows)\n")
+        rows = json.loads((args.root / "results.json").read_text()) if (args.root / "results.json").is_file() else []
         trials = []
     else:
         try:
@@ -66,6 +78,8 @@ def main() -> None:
             rows = run_sweep(trials, seeds, args.root, strategies=strategies, device=args.device, progress=not args.no_progress)
         except MechrecallError as error:
             parser.exit(2, f"error: {error}\n")
+    measured_here = {(r["trial"], r["seed"], r["strategy"]) for r in rows}
+    rows = [r for r in kept_rows if (r["trial"], r["seed"], r["strategy"]) not in measured_here] + rows
     summary = summarize(rows)
     write_json_atomic(args.root / "summary.json", summary)
     write_figure(summary_figure(summary), args.root / "summary.html")
@@ -91,9 +105,12 @@ def main() -> None:
     if args.markdown is not None:
         from mechrecall.artifacts import atomic_path
 
+        for row in rows:  # read from the run's manifest while it is here; kept in the row for when it is not
+            if (Path(row["run"]) / "manifest.json").is_file():
+                row["settings"] = effective_settings(Path(row["run"]))
         settings = {}
         for row in rows:
-            settings.setdefault(row["trial"], effective_settings(Path(row["run"])))
+            settings.setdefault(row["trial"], row.get("settings", "not recorded"))
         lines = ["| trial | " + " | ".join(columns) + " | seeds | train s |", "|---" * (len(columns) + 3) + "|"]
         for entry in summary:
             lines.append(f"| {entry['trial']} | " + " | ".join(cell(entry, k) for k in columns.values())
@@ -106,12 +123,13 @@ def main() -> None:
             for row in traced:
                 points = ", ".join(f"{e['step']}: {100 * e['bio']:.1f} / {100 * e['qa_id']:.1f} / {100 * e['qa_ood']:.1f}" for e in row["evals"])
                 lines.append(f"- `{row['trial']}` {row['strategy']}: {points}")
-        stopped = unfinished(args.root)
+        stopped = list(dict.fromkeys([*kept_stopped, *unfinished(args.root)]))
         if stopped:
             lines += ["", "Trials stopped before their end (their last evaluation, from the checkpoint; kept as measured):", ""]
             lines += [f"- {line}" for line in stopped]
         with atomic_path(args.markdown) as temporary:
             temporary.write_text("\n".join(lines) + "\n")
+        write_json_atomic(args.markdown.with_suffix(".json"), {"rows": rows, "stopped": stopped})
 
 
 def unfinished(root: Path) -> list[str]:
@@ -119,6 +137,8 @@ def unfinished(root: Path) -> list[str]:
     from safetensors import safe_open
 
     found = []
+    if not root.is_dir():
+        return found
     for checkpoint in sorted(root.glob("*/*-s*/checkpoint.safetensors")):
         with safe_open(str(checkpoint), framework="pt") as handle:
             state = json.loads(handle.metadata()["state"])

@@ -217,3 +217,30 @@ def test_sweep_script_bad_input_is_one_line(args: list[str], fragment: str, tmp_
     done = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "root"), *args], capture_output=True, text=True)
     assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "root").exists()
+
+
+def test_sweep_table_outlives_its_run_folders(tmp_path: Path) -> None:
+    """The rows written beside a --markdown page rebuild the same page once the runs are gone
+    (a new machine): the table of every trial, negative ones included, is never lost again."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    root, page = tmp_path / "root", tmp_path / "docs" / "sweep.md"
+    done = subprocess.run([sys.executable, str(script), "--root", str(root), "--preset", "micro", "--trial", f"t:{SMALL},base=random",
+                           "--device", "cpu", "--no-progress", "--markdown", str(page)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    first = page.read_text()
+    assert "`t`: 12 people" in first and page.with_suffix(".json").is_file()
+    shutil.rmtree(root)
+    kept = tmp_path / "kept.json"
+    page.with_suffix(".json").rename(kept)
+    again = subprocess.run([sys.executable, str(script), "--root", str(tmp_path / "new"), "--table-only", "--rows", str(kept), "--markdown", str(page)],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert page.read_text() == first
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    refused = subprocess.run([sys.executable, str(script), "--table-only", "--rows", str(bad)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "not the rows of a sweep table" in refused.stderr and "Traceback" not in refused.stderr
