@@ -255,12 +255,18 @@ def _started(process: subprocess.Popen, out: Path) -> None:
 
 
 def test_a_second_writer_of_the_same_output_refuses_and_ctrl_c_leaves_a_resumable_run(world_dir: Path, tmp_path: Path) -> None:
+    from mechrecall.artifacts import output_lock
+
     out = tmp_path / "run"
+    # the lock is held here while the second writer starts: a writer still running when the
+    # second one has imported torch (seconds under load) could not be counted on (it flaked)
+    with output_lock(out):
+        second = subprocess.run(_train_command(world_dir, out), capture_output=True, text=True)
+    assert second.returncode == 2 and "another mechrecall process is writing" in second.stderr and "Traceback" not in second.stderr
+    assert not out.exists()
     first = subprocess.Popen(_train_command(world_dir, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _started(first, out)
-    second = subprocess.run(_train_command(world_dir, out), capture_output=True, text=True)
-    assert second.returncode == 2 and "another mechrecall process is writing" in second.stderr and "Traceback" not in second.stderr
-    first.send_signal(signal.SIGINT)
+    first.send_signal(signal.SIGINT)  # at once: the run is at its first checkpoint, far from its end
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130 and "run the same command again to resume" in stderr and "Traceback" not in stderr
     assert (out / "checkpoint.safetensors").exists() and not (out / "model.safetensors").exists()
