@@ -78,6 +78,8 @@ def main() -> None:
             rows = run_sweep(trials, seeds, args.root, strategies=strategies, device=args.device, progress=not args.no_progress)
         except MechrecallError as error:
             parser.exit(2, f"error: {error}\n")
+        except KeyboardInterrupt:
+            parser.exit(130, "interrupted: finished runs and the checkpoint of the one training are kept; run the same command again to resume\n")
     measured_here = {(r["trial"], r["seed"], r["strategy"]) for r in rows}
     rows = [r for r in kept_rows if (r["trial"], r["seed"], r["strategy"]) not in measured_here] + rows
     summary = summarize(rows)

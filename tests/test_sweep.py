@@ -244,3 +244,23 @@ def test_sweep_table_outlives_its_run_folders(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     refused = subprocess.run([sys.executable, str(script), "--table-only", "--rows", str(bad)], capture_output=True, text=True)
     assert refused.returncode == 2 and "not the rows of a sweep table" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_sweep_script_ctrl_c_is_one_line_and_resumes(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    command = [sys.executable, str(script), "--root", str(tmp_path), "--preset", "micro", "--device", "cpu", "--no-progress",
+               "--strategies", "mixed", "--trial", "t:people=12,name=micro,steps=100000,batch_size=4,warmup_steps=1,checkpoint_every=5,base=random"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = tmp_path / "t" / "mixed-s0" / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "run the same command again to resume" in stderr and "Traceback" not in stderr
+    assert checkpoint.exists()
