@@ -72,7 +72,7 @@ def test_graft_of_almost_everything_recovers_the_tuned_accuracy(mixed_run: mr.Ru
     model = mixed_run.load_model()
     world = mixed_run.world()
     fit, heldout = graft_examples(world, model.tokenizer, 0.25, 0)
-    config = GraftConfig(sparsity=0.999, steps=2, eval_every=1, batch_size=8)
+    config = GraftConfig(sparsity=0.999, max_sparsity=0.9999, steps=2, eval_every=1, batch_size=8)
     result = learn_graft(model, index, base, tuned, fit, heldout, config)
     assert result.size >= round(0.999 * index.numel) - 5
     assert mr.evaluate(model, model.tokenizer, world.dataset)["qa_id"]["accuracy"] >= 0.9 * mixed_run.metrics()["qa_id"]["accuracy"]
@@ -148,28 +148,33 @@ def test_graft_run_reports_accuracies_overlap_and_its_controls(localized_run: mr
     assert again == result
 
 
-def test_graft_search_stops_at_the_first_alpha_that_recovers_the_target(localized_run: mr.Run) -> None:
-    """The largest α first; when it recovers the target, the grid from the smallest α up to the
-    first that does (or the largest again, not learned twice)."""
-    result = run_analysis("graft", localized_run.path, sparsity=0.02, target=0.5, max_sparsity=0.5, steps=4, eval_every=2, batch_size=16)
-    alphas = [point["sparsity"] for point in result.search]
-    assert alphas[0] == 0.5 and len(set(alphas)) == len(alphas)
-    if result.search[0]["recovered"] >= 0.5:
-        upward = result.search[1:]
-        assert [p["sparsity"] for p in upward] == sorted(p["sparsity"] for p in upward) and (not upward or upward[0]["sparsity"] == 0.02)
-        assert all(point["recovered"] < 0.5 for point in upward[:-1])  # the search went on only while below target
-        chosen = next((p for p in upward if p["recovered"] >= 0.5), result.search[0])
-    else:
-        assert len(result.search) == 1
-        chosen = result.search[0]
-    assert result.sparsity == chosen["sparsity"] and result.recovered_qa_id == chosen["recovered"]
-    assert result.target_met == (chosen["recovered"] >= 0.5)
+def test_graft_stops_growing_at_the_first_mask_that_recovers_the_target(localized_run: mr.Run) -> None:
+    """With a target, the learning stops at the first scored mask whose QA-ID accuracy reaches the
+    target share of θ_task's (every earlier one was below it), keeps that mask, and reports it met."""
+    tuned = mr.open_run(localized_run.path).metrics()["qa_id"]["accuracy"]
+    result = run_analysis("graft", localized_run.path, sparsity=1e-4, target=0.5, max_sparsity=0.5, steps=300, eval_every=2,
+                          batch_size=16, lr=100.0, with_shared=False)
+    accuracies = [h["qa_id"] for h in result.history]
+    assert len(result.search) == 1 and result.search[0]["size"] == result.size and result.sparsity == 1e-4
+    assert result.target_met is True and result.history[-1]["step"] < 300  # it stopped early (300 steps grow past the target here)
+    assert accuracies[-1] >= 0.5 * tuned - 1e-9 and all(a < 0.5 * tuned for a in accuracies[:-1])
+    assert result.best_step == result.history[-1]["step"] and result.size == result.history[-1]["size"]
+    assert result.recovered_qa_id == pytest.approx(accuracies[-1] / tuned) and result.accuracy["grafted"]["qa_id"] == pytest.approx(accuracies[-1])
+    unbounded = run_analysis("graft", localized_run.path, sparsity=1e-4, target=None, max_sparsity=0.5, steps=40, eval_every=2,
+                             batch_size=16, lr=100.0, with_shared=False)
+    assert unbounded.history[-1]["step"] == 40 and unbounded.target_met is None  # no target: every step
 
 
-def test_a_graft_that_misses_the_target_at_the_largest_alpha_tries_no_smaller_one(localized_run: mr.Run) -> None:
-    result = run_analysis("graft", localized_run.path, sparsity=1e-4, target=1.0, max_sparsity=2e-4, steps=4, eval_every=2, batch_size=16)
-    assert result.search[0]["recovered"] < 1.0  # 0.02% of the elements do not hold every fact
-    assert [p["sparsity"] for p in result.search] == [2e-4] and result.sparsity == 2e-4 and result.target_met is False
+def test_a_graft_never_keeps_a_mask_beyond_its_budget(localized_run: mr.Run) -> None:
+    """A mask that outgrows max_sparsity ends the learning; the kept mask is the best within it."""
+    result = run_analysis("graft", localized_run.path, sparsity=1e-4, target=1.0, max_sparsity=2e-4, steps=200, eval_every=1,
+                          batch_size=16, lr=1000.0, with_shared=False)
+    budget = round(2e-4 * result.parameters)
+    assert result.size <= budget and result.fraction <= 2e-4
+    sizes = [h["size"] for h in result.history]
+    assert all(size <= budget for size in sizes[:-1]) and (sizes[-1] > budget or result.history[-1]["step"] == 200)
+    if result.recovered_qa_id < 1.0:
+        assert result.target_met is False
 
 
 def test_shared_ablation_equals_element_by_element_resets(localized_run: mr.Run) -> None:

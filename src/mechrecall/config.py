@@ -238,8 +238,8 @@ class AnalysisConfig:
     individuals: int | None = 20  # people traced (the study's 20); None: every training example
     shared_fraction: float = 0.01  # S_k with k = this share of all elements (ablation, heads, overlap)
     null_draws: int = 3  # per-tensor shuffles of the shared curve's null
-    graft_target: float = 0.9  # α is searched until the graft recovers this share of θ_task's QA-ID accuracy
-    graft_steps: int = 60
+    graft_target: float = 0.9  # the graft grows until it recovers this share of θ_task's QA accuracy (or outgrows 5%)
+    graft_steps: int = 3000
     control_draws: int = 5  # random sets of the shared ablation, random removals from the graft
     heads_top: str = "10%"  # ablate-heads' headline share
     heads_curve: tuple[float, ...] = (5.0, 10.0, 20.0)  # percentages of all heads
