@@ -13,9 +13,9 @@ never used for the gradient); the best rounded mask is kept.
 
 The mask grows as it learns: started from a small α, updates add the elements whose change the
 loss needs (and drop those it does not), so |γ|₀ is an outcome of the learning, not of α. A
-graft with a target stops learning at the first rounded mask whose score reaches ``target`` of
-θ_task's QA-ID accuracy (on every QA-ID person, fitted and held out), and never keeps a mask beyond ``max_sparsity`` of the
-parameters (the learning stops when the mask outgrows it). Measured on a 100-person mixed run
+graft with a target stops learning at the first rounded mask whose QA-ID accuracy (over every
+QA-ID person, fitted and held out) reaches ``target`` of θ_task's, and never keeps a mask beyond
+``max_sparsity`` of the parameters (the learning stops when the mask outgrows it). Measured on a 100-person mixed run
 (sweep trial `p100-lr1e-4`): the top 5% of elements by |Δθ| recover 3.3% of QA-ID and the old
 search's graft at α = 5% (60 updates from that mask) 5.7%, while from α = 1e-4, 600 updates
 recover 21.7% with 0.35% of the parameters and 3,000 updates 91.0% with 3.07%: the largest changes
@@ -72,7 +72,7 @@ METRICS = ("bio", "qa_id", "qa_ood")
 @dataclass(frozen=True)
 class GraftConfig:
     sparsity: float = option(1e-4, "α: the share of all parameters (the top-α by |Δθ|) the mask starts from")
-    target: float | None = option(0.9, "stop once the graft recovers this share of θ_task's QA accuracy on its examples (none: every step)")
+    target: float | None = option(0.9, "stop once the graft recovers this share of θ_task's QA-ID accuracy (none: every step)")
     max_sparsity: float = option(0.05, "the largest share of parameters a kept mask may hold (the learning stops beyond it)")
     steps: int = option(3000, "mask updates at most")
     batch_size: int = option(64, "QA examples per update")
