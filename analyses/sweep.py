@@ -125,7 +125,8 @@ def main() -> None:
             for row in traced:
                 points = ", ".join(f"{e['step']}: {100 * e['bio']:.1f} / {100 * e['qa_id']:.1f} / {100 * e['qa_ood']:.1f}" for e in row["evals"])
                 lines.append(f"- `{row['trial']}` {row['strategy']}: {points}")
-        stopped = list(dict.fromkeys([*kept_stopped, *unfinished(args.root)]))
+        ran = {f"`{r['trial']}/{r['strategy']}-s{r['seed']}`" for r in rows}  # a run stopped then, finished since
+        stopped = list(dict.fromkeys([*(line for line in kept_stopped if line.split(" ", 1)[0] not in ran), *unfinished(args.root)]))
         if stopped:
             lines += ["", "Trials stopped before their end (their last evaluation, from the checkpoint; kept as measured):", ""]
             lines += [f"- {line}" for line in stopped]

@@ -264,3 +264,21 @@ def test_sweep_script_ctrl_c_is_one_line_and_resumes(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "run the same command again to resume" in stderr and "Traceback" not in stderr
     assert checkpoint.exists()
+
+
+def test_a_kept_stopped_run_that_has_finished_since_is_no_longer_listed_as_stopped(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    row = {"trial": "t", "seed": 0, "strategy": "two-stage", "run": str(tmp_path / "gone"), "bio": 1.0, "qa_id": 1.0, "qa_ood": 0.5,
+           "seconds": 1.0, "settings": "s"}
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps({"rows": [row], "stopped": ["`t/two-stage-s0` (stopped at step 3)", "`u/mixed-s0` (stopped at step 4)"]}))
+    page = tmp_path / "page.md"
+    done = subprocess.run([sys.executable, str(script), "--table-only", "--root", str(tmp_path / "r"), "--rows", str(kept), "--markdown", str(page)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert "`u/mixed-s0` (stopped at step 4)" in text and "`t/two-stage-s0` (stopped" not in text
