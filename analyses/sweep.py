@@ -58,8 +58,15 @@ def main() -> None:
             record = json.loads(path.read_text())
             kept_rows += record["rows"]
             kept_stopped += record.get("stopped", [])
+            [(r["trial"], r["seed"], r["strategy"]) for r in record["rows"]]  # every row names its run
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
             parser.exit(2, f"error: --rows {path}: not the rows of a sweep table ({type(error).__name__}): give the .json written beside a --markdown page\n")
+    if args.markdown is not None and args.markdown.with_suffix(".json").exists():  # never overwrite a file that is not a table's rows
+        try:
+            json.loads(args.markdown.with_suffix(".json").read_text())["rows"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            parser.exit(2, f"error: --markdown {args.markdown}: {args.markdown.with_suffix('.json')} exists and is not a sweep table's rows; "
+                        "it was left alone: choose another --markdown path\n")
     if args.table_only:
         if not (args.root / "results.json").is_file() and not args.rows:
             parser.exit(2, f"error: {args.root} holds no results.json: run a sweep there first, or give its --root (or --rows)\n")

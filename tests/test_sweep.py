@@ -282,3 +282,24 @@ def test_a_kept_stopped_run_that_has_finished_since_is_no_longer_listed_as_stopp
     assert done.returncode == 0, done.stderr
     text = page.read_text()
     assert "`u/mixed-s0` (stopped at step 4)" in text and "`t/two-stage-s0` (stopped" not in text
+
+
+def test_sweep_script_never_overwrites_a_json_beside_the_page_that_is_not_its_rows(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps({"rows": [{"trial": "t", "seed": 0, "strategy": "mixed", "run": "gone", "bio": 1.0, "qa_id": 1.0,
+                                          "qa_ood": 0.5, "seconds": 1.0}]}))
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}')
+    done = subprocess.run([sys.executable, str(script), "--table-only", "--root", str(tmp_path / "r"), "--rows", str(kept),
+                           "--markdown", str(tmp_path / "notes.md")], capture_output=True, text=True)
+    assert done.returncode == 2 and "left alone" in done.stderr and "Traceback" not in done.stderr
+    assert mine.read_text() == '{"mine": 1}' and not (tmp_path / "notes.md").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rows": [{"seed": 0}]}))
+    refused = subprocess.run([sys.executable, str(script), "--table-only", "--rows", str(bad)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "not the rows of a sweep table" in refused.stderr and "Traceback" not in refused.stderr
