@@ -14,7 +14,10 @@ import mechrecall as mr
 from mechrecall.errors import ArtifactError, ConfigError
 from mechrecall.findings.graft import (
     GraftConfig,
+    add_best,
     base_mask,
+    first_order_gain,
+    fit_gradient,
     graft_examples,
     learn_graft,
     mask_gradient,
@@ -113,6 +116,57 @@ def test_mask_update_is_the_autograd_gradient_of_the_relaxed_graft(mixed_run: mr
 @pytest.fixture(scope="module")
 def localized_run(mixed_run: mr.Run, tmp_path_factory: pytest.TempPathFactory) -> mr.Run:
     return localized_copy(mixed_run, tmp_path_factory.mktemp("localized") / "run", fraction=0.02)
+
+
+def test_greedy_gain_is_the_autograd_derivative_along_the_graft(mixed_run: mr.Run, weights) -> None:
+    """The greedy round's gain, from the gradient accumulated a few examples at a time at θ_pre + γ ⊙ Δθ,
+    against −∂loss/∂γ by autograd on a continuous γ with the mean loss over every example in one batch."""
+    from mechrecall.encoding import collate, pad_id, per_example_loss
+    from mechrecall.masks import set_weights
+
+    index, base, tuned = weights
+    model = mixed_run.load_model()
+    fit, _ = graft_examples(mixed_run.world(), model.tokenizer, 0.25, 0)
+    fit = fit.select(list(range(11)))
+    pad = pad_id(model.tokenizer)
+    delta = {n: tuned[n] - base[n] for n in index.names}
+    mask = base_mask(index, delta, 0.3)
+    set_weights(model, base, tuned, mask)
+    gain = first_order_gain(index, fit_gradient(model, fit, pad, batch_size=3), delta)  # 4 uneven chunks
+    leaves = {n: mask[n].float().clone().requires_grad_(True) for n in index.names}
+    theta = {n: base[n] + leaves[n] * delta[n] for n in index.names}
+    tokens, target = collate(fit, pad)
+    loss = per_example_loss(torch.func.functional_call(model, theta, (tokens,)), tokens, target).mean()
+    reference = index.flatten(dict(zip(index.names, torch.autograd.grad(loss, [leaves[n] for n in index.names]), strict=True)))
+    assert torch.allclose(gain, -reference, rtol=1e-3, atol=1e-8)
+    assert float(gain.abs().sum()) > 0 and bool((gain > 0).any()) and bool((gain < 0).any())
+
+
+def test_add_best_adds_the_largest_positive_gains_outside_the_mask(weights) -> None:
+    index = weights[0]
+    generator = torch.Generator().manual_seed(5)
+    gain = torch.randint(-20, 20, (index.numel,), generator=generator).float()  # many ties and negatives
+    flat = torch.rand(index.numel, generator=generator) < 0.3
+    mask = {n: t.clone() for n, t in index.unflatten(flat).items()}
+    for count in (1, 17, index.numel):
+        grown = index.flatten(add_best(index, mask, gain, count))
+        ranked = sorted((i for i in range(index.numel) if not flat[i] and gain[i] > 0), key=lambda i: (-float(gain[i]), i))
+        expected = flat.clone()
+        expected[ranked[:count]] = True
+        assert torch.equal(grown, expected), count
+
+
+def test_greedy_graft_grows_by_rounds_to_the_target(localized_run: mr.Run) -> None:
+    tuned = mr.open_run(localized_run.path).metrics()["qa_id"]["accuracy"]
+    result = run_analysis("graft", localized_run.path, method="greedy", sparsity=1e-4, grow=0.002, target=0.5, max_sparsity=0.5,
+                          steps=200, batch_size=64, with_shared=False)
+    steps, sizes, accuracies = ([h[k] for h in result.history] for k in ("step", "size", "qa_id"))
+    count = round(0.002 * result.parameters)
+    assert steps == list(range(len(steps)))  # every round is scored
+    assert all(0 < b - a <= count for a, b in zip(sizes, sizes[1:], strict=False))  # each round adds at most grow·N
+    assert result.target_met is True and steps[-1] < 200
+    assert accuracies[-1] >= 0.5 * tuned - 1e-9 and all(a < 0.5 * tuned for a in accuracies[:-1])
+    assert result.size == sizes[-1] and result.best_step == steps[-1]
 
 
 def test_graft_run_reports_accuracies_overlap_and_its_controls(localized_run: mr.Run) -> None:

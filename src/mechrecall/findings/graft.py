@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 from rich.progress import track
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -71,14 +72,16 @@ METRICS = ("bio", "qa_id", "qa_ood")
 
 @dataclass(frozen=True)
 class GraftConfig:
+    method: str = option("relaxed", "relaxed: Panigrahi's sigmoid relaxation, one batch per update; greedy: each round adds the elements whose change lowers the fit QA loss most to first order (the gradient over every fit example)", ("relaxed", "greedy"))
     sparsity: float = option(1e-4, "α: the share of all parameters (the top-α by |Δθ|) the mask starts from")
     target: float | None = option(0.9, "stop once the graft recovers this share of θ_task's QA-ID accuracy (none: every step)")
     max_sparsity: float = option(0.05, "the largest share of parameters a kept mask may hold (the learning stops beyond it)")
-    steps: int = option(3000, "mask updates at most")
-    batch_size: int = option(64, "QA examples per update")
+    steps: int = option(3000, "mask updates at most (greedy: rounds, each a pass over the fit QA)")
+    grow: float = option(1e-3, "greedy: the share of all parameters a round adds at most")
+    batch_size: int = option(64, "QA examples per update (greedy: per forward pass; the gradient is over every fit example)")
     lr: float = option(10.0, "largest logit move per update (bias 10: one update can flip an element)")
     sigmoid_bias: float = option(10.0, "σ(S − bias): how far from the base mask the relaxation starts")
-    eval_every: int = option(50, "score the rounded mask every this many updates")
+    eval_every: int = option(50, "score the rounded mask every this many updates (greedy: every round)")
     heldout_fraction: float = option(0.1, "share of the QA-ID people kept out of the gradient to pick γ")
     control_draws: int = option(5, "random removals from γ, as many elements as S ∩ γ (the control of γ ∖ S)")
     with_shared: bool = option(True, "compare with the shared set S (needs `mechrecall shared` first)")
@@ -87,7 +90,7 @@ class GraftConfig:
     def validate(self) -> None:
         import math
 
-        for name in ("sparsity", "max_sparsity", "heldout_fraction"):
+        for name in ("sparsity", "max_sparsity", "heldout_fraction", "grow"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 < value < 1.0):
                 raise ConfigError(f"--{name.replace('_', '-')} must lie strictly between 0 and 1, got {value}")
@@ -139,7 +142,42 @@ class LearnedGraft:
     history: list[dict[str, float]]
 
 
-@deterministic()
+class _Keeper:
+    """What both learners share: score each rounded mask (fit mean + held-out mean, and the pooled
+    QA-ID accuracy), keep the best one within the budget, and say when the learning must stop (the
+    mask outgrew its budget, or it reached ``stop_accuracy``: that mask is kept)."""
+
+    def __init__(self, model, base, tuned, fit: Encoded, heldout: Encoded, budget: int, stop_accuracy: float | None) -> None:
+        self.model, self.base, self.tuned, self.fit, self.heldout = model, base, tuned, fit, heldout
+        self.budget, self.stop_accuracy = budget, stop_accuracy
+        self.pad = pad_id(model.tokenizer)
+        self.best: LearnedGraft | None = None
+
+    def observe(self, step: int, mask: Mask) -> bool:
+        """Score ``mask`` (left loaded in the model); true when the learning must stop."""
+        set_weights(self.model, self.base, self.tuned, mask)
+        fitted, held = exact_match(self.model, self.fit, self.pad).float(), exact_match(self.model, self.heldout, self.pad).float()
+        value = float(fitted.mean() + held.mean())
+        pooled = float((fitted.sum() + held.sum()) / (fitted.numel() + held.numel()))
+        size = int(sum(int(m.sum()) for m in mask.values()))
+        if self.best is None:  # the starting mask is kept whatever its score
+            self.best = LearnedGraft(mask={n: m.cpu() for n, m in mask.items()}, size=0, best_step=0, score=value, history=[])
+        self.best.history.append({"step": step, "score": value, "qa_id": pooled, "size": size})
+        if step > 0 and size > self.budget:
+            return True  # outgrew its budget: the best mask within it is kept
+        reached = self.stop_accuracy is not None and pooled >= self.stop_accuracy
+        if step > 0 and (value > self.best.score or reached):
+            self.best.mask, self.best.score, self.best.best_step = {n: m.cpu() for n, m in mask.items()}, value, step
+        return reached
+
+    def result(self, index: ParameterIndex) -> LearnedGraft:
+        assert self.best is not None
+        self.model.zero_grad(set_to_none=True)
+        self.best.size = int(sum(int(m.sum()) for m in self.best.mask.values()))
+        set_weights(self.model, self.base, self.tuned, self.best.mask)
+        return self.best
+
+
 def learn_graft(
     model: HookedTransformer,
     index: ParameterIndex,
@@ -151,7 +189,8 @@ def learn_graft(
     progress: bool = False,
     stop_accuracy: float | None = None,
 ) -> LearnedGraft:
-    """Learn γ from α = ``config.sparsity``; leaves ``model`` holding the best rounded graft.
+    """Learn γ from α = ``config.sparsity`` with ``config.method``; leaves ``model`` holding the best
+    rounded graft.
 
     The best rounded mask holds at most ``max_sparsity`` of the elements (the learning stops when
     the mask outgrows it); with ``stop_accuracy`` the learning stops at the first rounded mask whose
@@ -159,6 +198,16 @@ def learn_graft(
     that mask. Otherwise the best mask is the one with the best score (fit + held-out exact match,
     each a mean, so the held-out people weigh as much as the fitted ones)."""
     config.validate()
+    learner = _learn_greedy if config.method == "greedy" else _learn_relaxed
+    keeper = _Keeper(model, base, tuned, fit, heldout, round(config.max_sparsity * index.numel), stop_accuracy)
+    learner(model, index, base, tuned, fit, config, keeper, progress)
+    return keeper.result(index)
+
+
+@deterministic()
+def _learn_relaxed(model, index, base, tuned, fit: Encoded, config: GraftConfig, keeper: _Keeper, progress: bool) -> None:
+    """Panigrahi's relaxation: a batch of fit QA per update, ``S`` moved down its exact gradient,
+    scaled so that its largest entry moves by ``lr``."""
     device = model.cfg.device or "cpu"
     names = index.names
     delta = {n: (tuned[n].float() - base[n].float()).to(device) for n in names}
@@ -172,18 +221,9 @@ def learn_graft(
     def relaxed() -> dict[str, Tensor]:
         return {n: start[n].float() + (1 - 2 * start[n].float()) * torch.sigmoid(logits[n] - config.sigmoid_bias) for n in names}
 
-    def score(mask: Mask) -> tuple[float, float]:
-        """(fit mean + held-out mean, pooled accuracy over both) of θ_pre + mask ⊙ Δθ."""
-        set_weights(model, base, tuned, mask)
-        fitted, held = exact_match(model, fit, pad).float(), exact_match(model, heldout, pad).float()
-        return float(fitted.mean() + held.mean()), float((fitted.sum() + held.sum()) / (fitted.numel() + held.numel()))
-
-    budget = round(config.max_sparsity * index.numel)
-    first, pooled = score(start)
-    best = LearnedGraft(mask={n: m.cpu() for n, m in start.items()}, size=0, best_step=0, score=first, history=[])
-    best.history.append({"step": 0, "score": first, "qa_id": pooled, "size": int(sum(m.sum() for m in start.values()))})
-    reached = stop_accuracy is not None and pooled >= stop_accuracy
-    for step in track(range(1, (0 if reached else config.steps) + 1), description="graft", disable=not progress):
+    if keeper.observe(0, start):
+        return
+    for step in track(range(1, config.steps + 1), description="graft", disable=not progress):
         gamma = relaxed()
         with torch.no_grad():
             for n in names:
@@ -198,22 +238,62 @@ def learn_graft(
             if largest > 0:
                 for n in names:
                     logits[n] -= config.lr * updates[n] / largest
-        if step % config.eval_every == 0 or step == config.steps:
-            rounded = {n: torch.round(g).bool() for n, g in relaxed().items()}
-            value, pooled = score(rounded)
-            size = int(sum(m.sum() for m in rounded.values()))
-            best.history.append({"step": step, "score": value, "qa_id": pooled, "size": size})
-            if size > budget:
-                break  # outgrew its budget: the best mask within it is kept
-            reached = stop_accuracy is not None and pooled >= stop_accuracy
-            if value > best.score or reached:
-                best.mask, best.score, best.best_step = {n: m.cpu() for n, m in rounded.items()}, value, step
-            if reached:
-                break
+        if (step % config.eval_every == 0 or step == config.steps) and keeper.observe(step, {n: torch.round(g).bool() for n, g in relaxed().items()}):
+            return
+
+
+def fit_gradient(model: HookedTransformer, examples: Encoded, pad: int, batch_size: int) -> dict[str, Tensor]:
+    """The gradient of the mean per-example QA loss over every example, at the model's weights,
+    accumulated ``batch_size`` examples at a time."""
+    device = model.cfg.device or "cpu"
     model.zero_grad(set_to_none=True)
-    best.size = int(sum(int(m.sum()) for m in best.mask.values()))
-    set_weights(model, base, tuned, best.mask)
-    return best
+    for first in range(0, len(examples), batch_size):
+        tokens, target_mask = collate(examples.select(range(first, min(first + batch_size, len(examples)))), pad, device)
+        (per_example_loss(model(tokens), tokens, target_mask).sum() / len(examples)).backward()
+    gradient = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return gradient
+
+
+def first_order_gain(index: ParameterIndex, gradient: dict[str, Tensor], delta: dict[str, Tensor]) -> Float[Tensor, " n"]:
+    """−g ⊙ Δθ, flat: to first order, how much the loss falls when an element moves from θ_pre to
+    θ_task (adding it to γ); removing an element of γ lowers the loss by −(this)."""
+    return index.flatten({n: -(gradient[n].float() * delta[n]) for n in index.names})
+
+
+def add_best(index: ParameterIndex, mask: Mask, gain: Float[Tensor, " n"], count: int) -> Mask:
+    """``mask`` plus the (at most) ``count`` elements outside it with the largest positive gain
+    (ties to the lower flat index)."""
+    flat = index.flatten({n: mask[n].bool() for n in index.names})
+    candidates = torch.where(flat, torch.full_like(gain, -torch.inf), gain)
+    order = torch.sort(candidates, descending=True, stable=True).indices[:count]
+    grown = flat.clone()
+    grown[order[candidates[order] > 0]] = True
+    return {n: t.clone() for n, t in index.unflatten(grown).items()}
+
+
+@deterministic()
+def _learn_greedy(model, index, base, tuned, fit: Encoded, config: GraftConfig, keeper: _Keeper, progress: bool) -> None:
+    """Forward selection: each round takes the gradient of the mean QA loss over every fit example
+    at the current rounded graft and adds the ``grow``·N elements outside γ whose move to θ_task
+    lowers that loss most to first order; rounds go on until the target, the budget or ``steps``."""
+    device = model.cfg.device or "cpu"
+    delta = {n: (tuned[n].float() - base[n].float()).to(device) for n in index.names}
+    mask = {n: m.to(device) for n, m in base_mask(index, delta, config.sparsity).items()}
+    pad = pad_id(model.tokenizer)
+    count = max(1, round(config.grow * index.numel))
+    if keeper.observe(0, mask):  # loads θ_pre + γ ⊙ Δθ
+        return
+    for step in track(range(1, config.steps + 1), description="graft", disable=not progress):
+        gradient = fit_gradient(model, fit, pad, config.batch_size)
+        with torch.no_grad():
+            gain = first_order_gain(index, gradient, delta)
+            grown = add_best(index, {n: m.cpu() for n, m in mask.items()}, gain.cpu(), count)
+        if mask_size(grown) == mask_size(mask):
+            return  # no element outside γ lowers the loss any more
+        mask = grown
+        if keeper.observe(step, mask):
+            return
 
 
 def graft_examples(world, tokenizer, fraction: float, seed: int) -> tuple[Encoded, Encoded]:
