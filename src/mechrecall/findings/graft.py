@@ -2,7 +2,7 @@
 such that θ_pre + γ ⊙ (θ_task − θ_pre) recovers the fine-tuned model's QA accuracy.
 
 γ is relaxed as ``γ = b + (1 − 2b) ⊙ σ(S − bias)`` around a base mask ``b`` (the top-α elements
-by |θ_task − θ_pre|); ``S`` starts in [0, 1) so ``γ ≈ b`` (bias 10: σ ≈ 5e-5). Each step takes a
+by |θ_task − θ_pre|); ``S`` starts in [0, 1) so ``γ ≈ b`` (bias 5: σ ≤ 0.011). Each step takes a
 batch of training QA of the fitting people, computes the loss gradient ``g`` at the continuous
 graft and moves ``S`` down the exact chain-rule gradient ``(1 − 2b) ⊙ g ⊙ Δθ ⊙ σ'(S − bias)``,
 scaled so that its largest entry moves by ``lr`` (the raw gradient's scale depends on the model;
@@ -19,8 +19,13 @@ QA-ID person, fitted and held out) reaches ``target`` of θ_task's, and never ke
 (sweep trial `p100-lr1e-4`): the top 5% of elements by |Δθ| recover 3.3% of QA-ID and the old
 search's graft at α = 5% (60 updates from that mask) 5.7%, while from α = 1e-4, 600 updates
 recover 21.7% with 0.35% of the parameters and 3,000 updates 91.0% with 3.07%: the largest changes
-are not where the skill is, and the old search measured its own short learning. ``search``
-records the graft kept.
+are not where the skill is, and the old search measured its own short learning. The bias sets
+how fast fresh elements join: σ'(S − bias) is about 5e-5 at bias 10 against 0.25 at the rounding
+boundary, so the normalised step spends itself on the boundary. On the default preset's mixed run
+(seed 0, docs/sweep-2-grafts) bias 10 at lr 10 recovers 27.5% of QA-ID in 3,000 updates and 76.5%
+in 12,000; bias 5 at lr 5 reaches 90% with 4.07% of the parameters after 1,600 updates (bias 6:
+3.57% after 2,750; bias 3 picks worse elements: 40.8%), hence the defaults. ``search`` records
+the graft kept.
 Beside γ stand its controls:
 |S ∩ γ| / |γ| against its chance level |S| / N, and the study's "remove S, then graft" experiment
 (γ ∖ S) against removing as many random elements of γ (seeded draws).
@@ -72,15 +77,15 @@ METRICS = ("bio", "qa_id", "qa_ood")
 
 @dataclass(frozen=True)
 class GraftConfig:
-    method: str = option("relaxed", "relaxed: Panigrahi's sigmoid relaxation, one batch per update; greedy: each round adds the elements whose change lowers the fit QA loss most to first order (the gradient over every fit example)", ("relaxed", "greedy"))
+    method: str = option("relaxed", "relaxed: Panigrahi's sigmoid relaxation, one batch per update; greedy: each round adds the elements whose change lowers the fit QA loss most to first order (the gradient over every fit example; measured far worse on the default preset)", ("relaxed", "greedy"))
     sparsity: float = option(1e-4, "α: the share of all parameters (the top-α by |Δθ|) the mask starts from")
     target: float | None = option(0.9, "stop once the graft recovers this share of θ_task's QA-ID accuracy (none: every step)")
     max_sparsity: float = option(0.05, "the largest share of parameters a kept mask may hold (the learning stops beyond it)")
     steps: int = option(3000, "mask updates at most (greedy: rounds, each a pass over the fit QA)")
     grow: float = option(1e-3, "greedy: the share of all parameters a round adds at most")
     batch_size: int = option(64, "QA examples per update (greedy: per forward pass; the gradient is over every fit example)")
-    lr: float = option(10.0, "largest logit move per update (bias 10: one update can flip an element)")
-    sigmoid_bias: float = option(10.0, "σ(S − bias): how far from the base mask the relaxation starts")
+    lr: float = option(5.0, "largest logit move per update (chosen with the bias on the default preset: docs/sweep-2-grafts)")
+    sigmoid_bias: float = option(5.0, "σ(S − bias): how far from the base mask the relaxation starts (a larger bias grows the mask more slowly)")
     eval_every: int = option(50, "score the rounded mask every this many updates (greedy: every round)")
     heldout_fraction: float = option(0.1, "share of the QA-ID people kept out of the gradient to pick γ")
     control_draws: int = option(5, "random removals from γ, as many elements as S ∩ γ (the control of γ ∖ S)")
