@@ -2,7 +2,7 @@
 such that θ_pre + γ ⊙ (θ_task − θ_pre) recovers the fine-tuned model's QA accuracy.
 
 γ is relaxed as ``γ = b + (1 − 2b) ⊙ σ(S − bias)`` around a base mask ``b`` (the top-α elements
-by |θ_task − θ_pre|); ``S`` starts in [0, 1) so ``γ ≈ b`` (bias 5: σ ≤ 0.011). Each step takes a
+by |θ_task − θ_pre|); ``S`` starts in [0, 1) so ``γ ≈ b`` (bias 5: σ between 0.007 and 0.018). Each step takes a
 batch of training QA of the fitting people, computes the loss gradient ``g`` at the continuous
 graft and moves ``S`` down the exact chain-rule gradient ``(1 − 2b) ⊙ g ⊙ Δθ ⊙ σ'(S − bias)``,
 scaled so that its largest entry moves by ``lr`` (the raw gradient's scale depends on the model;
@@ -20,7 +20,7 @@ QA-ID person, fitted and held out) reaches ``target`` of θ_task's, and never ke
 search's graft at α = 5% (60 updates from that mask) 5.7%, while from α = 1e-4, 600 updates
 recover 21.7% with 0.35% of the parameters and 3,000 updates 91.0% with 3.07%: the largest changes
 are not where the skill is, and the old search measured its own short learning. The bias sets
-how fast fresh elements join: σ'(S − bias) is about 5e-5 at bias 10 against 0.25 at the rounding
+how fast fresh elements join: σ'(S − bias) is 5e-5 to 1.2e-4 at bias 10 against 0.25 at the rounding
 boundary, so the normalised step spends itself on the boundary. On the default preset's mixed run
 (seed 0, docs/sweep-2-grafts) bias 10 at lr 10 recovers 27.5% of QA-ID in 3,000 updates and 76.5%
 in 12,000; bias 5 at lr 5 reaches 90% with 4.07% of the parameters after 1,600 updates (bias 6:
@@ -175,7 +175,7 @@ class _Keeper:
             self.best.mask, self.best.score, self.best.best_step = {n: m.cpu() for n, m in mask.items()}, value, step
         return reached
 
-    def result(self, index: ParameterIndex) -> LearnedGraft:
+    def result(self) -> LearnedGraft:
         assert self.best is not None
         self.model.zero_grad(set_to_none=True)
         self.best.size = int(sum(int(m.sum()) for m in self.best.mask.values()))
@@ -206,7 +206,7 @@ def learn_graft(
     learner = _learn_greedy if config.method == "greedy" else _learn_relaxed
     keeper = _Keeper(model, base, tuned, fit, heldout, round(config.max_sparsity * index.numel), stop_accuracy)
     learner(model, index, base, tuned, fit, config, keeper, progress)
-    return keeper.result(index)
+    return keeper.result()
 
 
 @deterministic()
