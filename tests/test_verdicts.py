@@ -128,3 +128,47 @@ def test_a_small_consistent_s_reset_effect_is_not_destroying_recall() -> None:
     small = verdict(0.23)  # mixed loses 8%, two-stage 3%: consistent, but small
     assert small.kind == DISAGREES and "effect size" in small.reason
     assert verdict(0.08).kind == AGREES  # mixed loses 68% beyond its random sets
+
+
+def test_graft_overlap_is_judged_over_its_chance_level_not_on_the_raw_share() -> None:
+    """|S ∩ γ|/|γ| grows with |S| alone. A mixed S twice two-stage's, with γ drawing from S at the
+    same 3× chance in both, doubles mixed's share and its excess over chance (the old rule said
+    "agrees"); judged on the ratio to chance the strategies are alike. Only a real difference in
+    enrichment agrees, and an overlap at chance can never agree."""
+    from mechrecall.findings.graft import GraftResult, section
+
+    parameters, size = 1_000_000, 40_000
+
+    def run(strategy: str, seed: int, shared: int, enrichment: float) -> RunFacts:
+        intersection = round(enrichment * shared / parameters * size)
+        accuracy = {"bio": 1.0, "qa_id": 1.0, "qa_ood": 0.3}
+        grafted = {**accuracy, "qa_id": 0.9}
+        result = GraftResult(
+            sparsity=1e-4, target=0.9, target_met=True, size=size, fraction=size / parameters, parameters=parameters,
+            best_step=100, history=(), search=(), accuracy={"grafted": grafted, "tuned": accuracy, "base": accuracy},
+            recovered_qa_id=0.9, by_head={}, head_total=[], neurons=[], shared_size=shared, intersection=intersection,
+            without_shared={**grafted, "qa_id": 0.89}, random_removed=({**grafted, "qa_id": 0.895},),
+        )
+        return RunFacts(f"s{seed}/{strategy}", strategy, seed, accuracy, {"bio": 0.03, "qa_id": 0.03, "qa_ood": 0.03}, 0.95,
+                        {"graft": result})
+
+    def rows(mixed: tuple[float, ...], two_stage: tuple[float, ...], mixed_shared: int = 2000, two_stage_shared: int = 1000):
+        groups = {"mixed": [run("mixed", s, mixed_shared, e) for s, e in enumerate(mixed)],
+                  "two-stage": [run("two-stage", s, two_stage_shared, e) for s, e in enumerate(two_stage)]}
+        found = section(groups)
+        raw = next(r for r in found.rows if r.measure.startswith("|S ∩ γ|₀ / |γ|₀ (control"))
+        ratio = next(r for r in found.rows if "over chance" in r.measure)
+        return raw, ratio
+
+    raw, ratio = rows((3.0, 3.05, 2.95), (3.0, 2.95, 3.05))
+    assert raw.verdict.kind == NO_CLAIM  # shown beside chance, not judged: it follows |S|
+    assert raw.ours == {"mixed": "0.6 ± 0.0%", "two-stage": "0.3 ± 0.0%"}
+    assert ratio.ours["mixed"].startswith("3.000") and ratio.control["mixed"] == "1.000 ± 0.000"
+    assert ratio.verdict.kind == DISAGREES
+    # the old rule, mixed's excess share over chance against two-stage's, is fooled by the larger S
+    excess = {"mixed": [0.006 * e / 3 - 0.002 for e in (3.0, 3.05, 2.95)], "two-stage": [0.003 * e / 3 - 0.001 for e in (3.0, 2.95, 3.05)]}
+    assert compare_strategies(E(*excess["mixed"]), E(*excess["two-stage"]), 5e-4).kind == AGREES
+    assert rows((3.0, 3.2, 3.1), (2.2, 2.4, 2.3))[1].verdict.kind == AGREES  # enriched more, beyond the spread
+    assert rows((1.0, 1.0, 1.0), (0.5, 0.5, 0.5))[1].verdict.kind == DISAGREES  # at chance: the control explains it
+    assert rows((2.0, 3.0, 4.0), (3.5, 2.5, 1.5))[1].verdict.kind == DISAGREES  # per seed, within the spread
+    assert rows((3.0,), (2.0,))[1].verdict.kind == NOT_MEASURABLE  # one seed: no spread
