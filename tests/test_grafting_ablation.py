@@ -3,6 +3,7 @@ update against autograd, resets against element-by-element copies, and their con
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from mechrecall.findings.graft import (
 )
 from mechrecall.findings.shared import read_shared_mask
 from mechrecall.masks import (
+    counts_like,
     difference,
     empty_mask,
     full_mask,
     mask_size,
     random_like,
+    random_scaled,
     set_weights,
 )
 from mechrecall.params import ParameterIndex
@@ -260,6 +263,39 @@ def test_shared_ablation_equals_element_by_element_resets(localized_run: mr.Run)
     for metric in ("bio", "qa_id", "qa_ood"):
         if result.tuned[metric] > 0:
             assert result.relative_drop(metric) == pytest.approx((result.tuned[metric] - result.shared[metric]) / result.tuned[metric])
+    # the precondition's reset: 1% of all elements, where S lies, the same seeds as the control
+    assert result.parameters == index.numel and result.survival_size == round(0.01 * index.numel)
+    survival = random_scaled(shared, result.survival_size, 6)
+    assert mask_size(survival) == result.survival_size and set(n for n in shared if survival[n].any()) <= set(n for n in shared if shared[n].any())
+    assert result.survival[1] == reset_by_hand(survival)
+    drops = [(result.tuned["qa_ood"] - d["qa_ood"]) / result.tuned["qa_ood"] for d in result.survival] if result.tuned["qa_ood"] else []
+    assert result.survival_relative_drops("qa_ood") == pytest.approx(drops)
+    skipped = run_analysis("ablate", localized_run.path, draws=1, survival=0.0)
+    assert skipped.survival == () and skipped.survival_size == 0 and skipped.survival_relative_drop("qa_ood") is None
+
+
+def test_counts_like_shares_a_total_in_proportion_and_never_overfills_a_tensor() -> None:
+    def mask(**counts_and_sizes: tuple[int, int]):
+        return {n: torch.arange(size) < count for n, (count, size) in counts_and_sizes.items()}
+
+    assert counts_like(mask(a=(10, 50), b=(30, 50)), 8) == {"a": 2, "b": 6}  # exact proportions
+    assert counts_like(mask(a=(1, 50), b=(1, 50), c=(1, 50)), 2) == {"a": 1, "b": 1, "c": 0}  # ties: mask order
+    assert counts_like(mask(a=(2, 50), b=(1, 50)), 10) == {"a": 7, "b": 3}  # 6.67 / 3.33: largest remainder
+    # a holds 4 elements: 15 of 20 would overfill it; b takes the rest
+    assert counts_like(mask(a=(3, 4), b=(1, 100)), 20) == {"a": 4, "b": 16}
+    assert counts_like(mask(a=(0, 100), b=(5, 10)), 10) == {"a": 0, "b": 10}  # an empty tensor of the mask gets none
+    with pytest.raises(ValueError, match="cannot place 11"):
+        counts_like(mask(a=(0, 100), b=(5, 10)), 11)
+    # against a slow reference: every total up to the room, the counts sum to it and follow the weights
+    weights = mask(a=(7, 9), b=(2, 40), c=(1, 3), d=(0, 5))
+    for total in range(0, 53):
+        counts = counts_like(weights, total)
+        assert sum(counts.values()) == total and all(counts[n] <= weights[n].numel() for n in counts) and counts["d"] == 0
+        uncapped = {n: total * int(w.sum()) / 10 for n, w in weights.items()}
+        assert all(counts[n] >= min(math.floor(uncapped[n]), weights[n].numel()) for n in counts)
+    scaled = random_scaled(weights, 30, seed=3)
+    assert {n: int(m.sum()) for n, m in scaled.items()} == counts_like(weights, 30)
+    assert all(torch.equal(scaled[n], random_scaled(weights, 30, seed=3)[n]) for n in scaled)
 
 
 def test_bad_grafting_and_ablation_requests(mixed_run: mr.Run, localized_run: mr.Run, tmp_path: Path) -> None:

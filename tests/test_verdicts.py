@@ -172,3 +172,54 @@ def test_graft_overlap_is_judged_over_its_chance_level_not_on_the_raw_share() ->
     assert rows((1.0, 1.0, 1.0), (0.5, 0.5, 0.5))[1].verdict.kind == DISAGREES  # at chance: the control explains it
     assert rows((2.0, 3.0, 4.0), (3.5, 2.5, 1.5))[1].verdict.kind == DISAGREES  # per seed, within the spread
     assert rows((3.0,), (2.0,))[1].verdict.kind == NOT_MEASURABLE  # one seed: no spread
+
+
+def test_preconditions_hold_or_fail_on_every_seed_and_name_the_first_that_fails() -> None:
+    """The report's first section: QA-ID ≥ 95% (both), two-stage BIO ≥ 90%, the per-seed gap ≥ 30
+    points, θ_pre survives a 1% random reset (≤ 25% of mixed QA-OOD), and the graft recovers ≥ 90%
+    within 5% of the parameters; one seed below a threshold fails it, whatever the mean."""
+    from mechrecall.findings.ablate import AblateResult
+    from mechrecall.findings.graft import GraftResult
+    from mechrecall.report import preconditions_section, precondition_summary
+    from mechrecall.report.verdicts import FAILS, HOLDS
+
+    def run(strategy: str, seed: int, qa_ood: float, bio: float = 1.0, qa_id: float = 1.0, survival_ood: float = 0.5,
+            recovered: float = 0.9, fraction: float = 0.04) -> RunFacts:
+        accuracy = {"bio": bio, "qa_id": qa_id, "qa_ood": qa_ood}
+        ablate = AblateResult(size=10, seeds=(0, 1), tuned=accuracy, shared=accuracy, random=(accuracy, accuracy), parameters=10_000,
+                              survival_size=100, survival=({**accuracy, "qa_ood": survival_ood}, {**accuracy, "qa_ood": survival_ood}))
+        graft = GraftResult(
+            sparsity=1e-4, target=0.9, target_met=recovered >= 0.9, size=round(fraction * 10_000), fraction=fraction, parameters=10_000,
+            best_step=1, history=(), search=(), accuracy={"grafted": accuracy, "tuned": accuracy, "base": accuracy},
+            recovered_qa_id=recovered, by_head={}, head_total=[], neurons=[], shared_size=None, intersection=None,
+            without_shared=None, random_removed=(),
+        )
+        return RunFacts(f"s{seed}/{strategy}", strategy, seed, accuracy, {"bio": 0.03, "qa_id": 0.03, "qa_ood": 0.03}, 1.0,
+                        {"ablate": ablate, "graft": graft})
+
+    def verdicts(mixed: list[RunFacts], two_stage: list[RunFacts]) -> dict[str, str]:
+        found = preconditions_section({"mixed": mixed, "two-stage": two_stage})
+        return {r.measure.split(" (")[0].split(",")[0]: f"{r.verdict.kind}: {r.verdict.reason}" for r in found.rows}
+
+    good = verdicts([run("mixed", s, 0.8, survival_ood=0.7) for s in range(3)], [run("two-stage", s, 0.3, bio=0.95) for s in range(3)])
+    assert set(good) == {"QA-ID accuracy", "BIO accuracy at the end of training", "mixed − two-stage QA-OOD",
+                         "QA-OOD relative drop", "QA-ID recovered by γ", "|γ|₀ share of parameters"}
+    assert all(v.startswith(HOLDS) for v in good.values()), good
+    # mixed QA-OOD 0.8 → 0.7 is a relative drop of 12.5%: it holds; 0.5 (37.5%) would not
+    bad = verdicts(
+        [run("mixed", 0, 0.8), run("mixed", 1, 0.8, survival_ood=0.7), run("mixed", 2, 0.8, qa_id=0.94, survival_ood=0.7)],
+        [run("two-stage", 0, 0.3, bio=0.95), run("two-stage", 1, 0.55, bio=0.89), run("two-stage", 2, 0.3, bio=0.95, fraction=0.051)],
+    )
+    assert bad["QA-ID accuracy"] == f"{FAILS}: mixed seed 2: 94.0%"
+    assert bad["BIO accuracy at the end of training"] == f"{FAILS}: two-stage seed 1: 89.0%"
+    assert bad["mixed − two-stage QA-OOD"] == f"{FAILS}: mixed seed 1: 25.0"  # 80% − 55%: the mean (41.7) would pass
+    assert bad["QA-OOD relative drop"] == f"{FAILS}: mixed seed 0: 37.5%"
+    assert bad["|γ|₀ share of parameters"] == f"{FAILS}: two-stage seed 2: 5.100%"
+    assert bad["QA-ID recovered by γ"].startswith(HOLDS)
+    # a strategy whose runs lack the value (no two-stage twin for the gap): not measurable, not "holds"
+    lonely = preconditions_section({"mixed": [run("mixed", 0, 0.8)]})
+    gap = next(r for r in lonely.rows if r.measure.startswith("mixed − two-stage"))
+    assert gap.verdict.kind == NOT_MEASURABLE
+    summary = precondition_summary(lonely)  # each is about both strategies, or needs the two-stage twin
+    assert summary.startswith("0 of 6 hold; not measurable: QA-ID accuracy ≥ 95% (no two-stage run holds it)")
+    assert summary.endswith("(mixed seed 0: 37.5%)")

@@ -52,6 +52,7 @@ class Analysis:
     run: Callable[[Run, Any, str, bool], Result]  # (run, config, device, progress) → result; writes its extra artifacts
     writes: Callable[[Any], tuple[str, ...]] = lambda config: ()  # artifacts besides <name>.json
     section: Callable[[Any], Any] | None = None  # Groups → Section | None
+    preconditions: Callable[[Any], list[Any]] | None = None  # Groups → the study's precondition rows it measures
     from_study: Callable[[Any], Any] | None = None  # StudyConfig → config; None: not a step of reproduce
     describe: Callable[[Any], list[str]] | None = None  # result → lines for the terminal
     example: str = ""  # one example command line

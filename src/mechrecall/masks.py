@@ -60,6 +60,48 @@ def random_like(mask: Mask, seed: int) -> Mask:
     return result
 
 
+def counts_like(mask: Mask, total: int) -> dict[str, int]:
+    """``total`` elements shared out over ``mask``'s tensors in proportion to its count in each
+    (largest remainders), no tensor given more than it holds: what a tensor cannot take goes to the
+    others in the same proportions. A tensor ``mask`` leaves empty gets none."""
+    sizes = {name: m.numel() for name, m in mask.items()}
+    weights = {name: int(m.sum()) for name, m in mask.items()}
+    room = sum(sizes[name] for name, weight in weights.items() if weight)
+    if total < 0 or total > room:
+        raise ValueError(f"cannot place {total:,} elements in the {room:,} of the tensors the mask uses")
+    counts = dict.fromkeys(mask, 0)
+    left = total
+    while left:
+        open_ = {name: w for name, w in weights.items() if w and counts[name] < sizes[name]}
+        weight = sum(open_.values())
+        shares = {name: left * w / weight for name, w in open_.items()}
+        given = {name: min(int(share), sizes[name] - counts[name]) for name, share in shares.items()}
+        # the remainder, one element each, to the largest fractional parts (ties: mask order)
+        rest = left - sum(given.values())
+        for name in sorted(open_, key=lambda n: shares[n] - int(shares[n]), reverse=True):
+            if rest and given[name] < sizes[name] - counts[name]:
+                given[name] += 1
+                rest -= 1
+        for name, count in given.items():
+            counts[name] += count
+        left = total - sum(counts.values())
+    return counts
+
+
+def random_scaled(mask: Mask, total: int, seed: int) -> Mask:
+    """A random mask of exactly ``total`` elements spread over the tensors as ``mask`` is
+    (:func:`counts_like`): the control of "reset this many elements where S lies", at any size."""
+    counts = counts_like(mask, total)
+    generator = torch.Generator().manual_seed(seed)
+    result = {}
+    for name, m in mask.items():
+        chosen = torch.zeros(m.numel(), dtype=torch.bool)
+        if counts[name]:
+            chosen[torch.randperm(m.numel(), generator=generator)[: counts[name]]] = True
+        result[name] = chosen.reshape(m.shape)
+    return result
+
+
 def random_global(index: ParameterIndex, size: int, seed: int) -> Mask:
     """A random mask of exactly ``size`` elements drawn uniformly over all parameters."""
     generator = torch.Generator().manual_seed(seed)

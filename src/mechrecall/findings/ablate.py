@@ -5,6 +5,11 @@ The control draws sets with exactly S's count in every parameter tensor (so a te
 hit as hard by the control), ``draws`` times with seeds recorded in the result. The study's
 finding rests on the *excess* of S's drop over the control's: resetting S (mixed) costs far
 more than resetting random elements, and far more than resetting two-stage's S.
+
+A second random reset tests a precondition, not the finding: ``survival`` (1%) of all elements,
+spread over the tensors as S is, drawn as often. |S| itself is a small share of the model (about
+0.2% at the default preset), so its control alone does not show that θ_pre is a model one can
+reset elements to and keep the skill: a random initialisation as θ_pre fails this reset.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from transformer_lens import HookedTransformer
 from mechrecall.analysis import Analysis, option
 from mechrecall.errors import ConfigError
 from mechrecall.evaluation import accuracy_evaluator
-from mechrecall.masks import Mask, mask_size, random_like, set_weights
+from mechrecall.masks import Mask, mask_size, random_like, random_scaled, set_weights
 from mechrecall.params import ParameterIndex
 from mechrecall.report.table import (
     METRIC_NAMES,
@@ -27,6 +32,7 @@ from mechrecall.report.table import (
     above_chance,
     estimate,
     every_run_has,
+    precondition,
     row,
 )
 from mechrecall.report.verdicts import against_control, compare_strategies, no_claim
@@ -40,20 +46,39 @@ METRICS = ("bio", "qa_id", "qa_ood")
 class AblateConfig:
     draws: int = option(5, "random sets drawn as the control (same count per tensor as S)")
     seed: int = option(0, "seed of the first draw (draw d uses seed + d)")
+    survival: float = option(0.01, "the precondition's reset: this share of all elements at random, spread over the tensors as S is (0: skip it)")
 
     def validate(self) -> None:
         if self.draws < 1:
             raise ConfigError(f"--draws must be at least 1, got {self.draws}")
+        if not 0.0 <= self.survival < 1.0:
+            raise ConfigError(f"--survival must lie in [0, 1) (a share of all elements, e.g. 0.01), got {self.survival}")
 
 
 @dataclass(frozen=True)
 class AblateResult(Result):
-    SCHEMA = 1
+    SCHEMA = 2  # 2: the survival reset (1% of all elements) beside the S-sized control
     size: int  # |S|
     seeds: tuple[int, ...]  # of the random draws
     tuned: dict[str, float]
     shared: dict[str, float]  # accuracy with S reset
     random: tuple[dict[str, float], ...]  # accuracy with each random set reset
+    parameters: int = 0  # N, every trainable element
+    survival_size: int = 0  # elements of each survival draw (0: not measured)
+    survival: tuple[dict[str, float], ...] = ()  # accuracy with each survival draw reset (same seeds)
+
+    def survival_relative_drops(self, metric: str) -> list[float]:
+        if self.tuned[metric] == 0:
+            return []
+        return [(self.tuned[metric] - draw[metric]) / self.tuned[metric] for draw in self.survival]
+
+    def survival_relative_drop(self, metric: str) -> float | None:
+        drops = self.survival_relative_drops(metric)
+        return statistics.fmean(drops) if drops else None
+
+    def survival_spread(self, metric: str) -> float | None:
+        drops = self.survival_relative_drops(metric)
+        return statistics.pstdev(drops) if len(drops) > 1 else (0.0 if drops else None)
 
     def relative_drop(self, metric: str) -> float | None:
         return None if self.tuned[metric] == 0 else (self.tuned[metric] - self.shared[metric]) / self.tuned[metric]
@@ -95,11 +120,35 @@ def run(run: Run, config: AblateConfig, device: str, progress: bool) -> AblateRe
     reference = evaluate(model)
     seeds = tuple(config.seed + d for d in range(config.draws))
     controls = [random_like(shared, seed) for seed in seeds]
-    shared_accuracy, *random_accuracy = reset_and_evaluate(model, base, tuned, [shared, *controls], evaluate)
-    return AblateResult(mask_size(shared), seeds, reference, shared_accuracy, tuple(random_accuracy))
+    survival_size = round(config.survival * index.numel) if mask_size(shared) else 0
+    survivals = [random_scaled(shared, survival_size, seed) for seed in seeds] if survival_size else []
+    shared_accuracy, *rest = reset_and_evaluate(model, base, tuned, [shared, *controls, *survivals], evaluate)
+    random_accuracy, survival_accuracy = rest[: len(controls)], rest[len(controls) :]
+    return AblateResult(mask_size(shared), seeds, reference, shared_accuracy, tuple(random_accuracy), parameters=index.numel,
+                        survival_size=survival_size, survival=tuple(survival_accuracy))
 
 
 # ---- report ------------------------------------------------------------------------------------
+
+
+# the issue's precondition: a random reset of 1% of all elements costs mixed at most this share of its QA-OOD
+SURVIVAL_MAXIMUM = 0.25
+
+
+def _survival_measure(groups: Groups) -> str:
+    shares = {round(100 * r.result("ablate").survival_size / max(r.result("ablate").parameters, 1), 2)
+              for runs in groups.values() for r in runs if r.result("ablate") is not None}
+    share = f"{shares.pop():g}%" if len(shares) == 1 else "the survival share"
+    return f"QA-OOD relative drop, {share} of all elements reset at random, spread as S is (mean over draws)"
+
+
+def preconditions(groups: Groups) -> list:
+    """θ_pre is a model one can reset elements to: 1% of all elements at random costs mixed at most 25% of its QA-OOD."""
+    if every_run_has(groups, "ablate") is None:
+        return []
+    drop = lambda r: _result(r).survival_relative_drop("qa_ood")  # noqa: E731
+    return [precondition(groups, _survival_measure(groups), f"≤ {100 * SURVIVAL_MAXIMUM:.0f}% (mixed)", "pct", drop,
+                         lambda v: v <= SURVIVAL_MAXIMUM, judged=("mixed",))]
 
 
 # "destroys": the study's S reset costs mixed 66.0% of its QA-OOD and two-stage 6.7%, a 59-point
@@ -138,6 +187,9 @@ def section(groups: Groups) -> Section | None:
         study = "66.0% vs 6.7%" if metric == "qa_ood" else "·"
         section.rows.append(row(groups, f"{METRIC_NAMES[metric]} relative drop, S reset (control: random sets)", study, "pct",
                                 drop, control, verdict, control_within=spread))
+    survival = lambda r: _result(r).survival_relative_drop("qa_ood")  # noqa: E731
+    section.rows.append(row(groups, _survival_measure(groups) + " (precondition: θ_pre survives it)",
+                            f"≤ {100 * SURVIVAL_MAXIMUM:.0f}% of mixed QA-OOD", "pct", survival, within=lambda r: _result(r).survival_spread("qa_ood")))
     for strategy, runs_of in groups.items():
         drop = lambda r: _result(r).relative_drop("qa_ood")  # noqa: E731
         control = lambda r: _result(r).random_relative_drop("qa_ood")  # noqa: E731
@@ -168,6 +220,13 @@ def describe(result: AblateResult) -> list[str]:
             + ("" if result.relative_drop(metric) is None else f" (relative drop {100 * result.relative_drop(metric):.1f}%)")
             + ("" if control is None else f"  random: relative drop {100 * control:.1f} ± {100 * spread:.1f}%")
         )
+    if result.survival:
+        lines.append(f"survival (precondition): {result.survival_size:,} random elements ({100 * result.survival_size / max(result.parameters, 1):.2g}% "
+                     f"of {result.parameters:,}) spread as S is, {len(result.survival)} draws")
+        for metric in METRICS:
+            drop, spread = result.survival_relative_drop(metric), result.survival_spread(metric)
+            if drop is not None:
+                lines.append(f"  {metric:<7} relative drop {100 * drop:.1f} ± {100 * spread:.1f}%")
     return lines
 
 
@@ -179,6 +238,7 @@ ANALYSIS = Analysis(
     reads=lambda config: (BASE, TUNED, "shared_mask.safetensors"),
     run=run,
     section=section,
+    preconditions=preconditions,
     from_study=lambda study: AblateConfig(draws=study.analysis.control_draws),
     describe=describe,
     example="mechrecall ablate runs/mix --draws 5",

@@ -64,6 +64,7 @@ from mechrecall.report.table import (
     across,
     estimate,
     every_run_has,
+    precondition,
     row,
 )
 from mechrecall.report.verdicts import compare_strategies, no_claim
@@ -451,6 +452,23 @@ def _grafts_recover(groups: Groups) -> tuple[bool, str]:
     return not failed, f"the graft recovered less than {100 * (target or 0):.0f}% of θ_task's QA-ID accuracy in {len(failed)} run(s): |γ| describes a failed graft"
 
 
+# the issue's precondition: some graft within 5% of the parameters recovers 90% of θ_task's QA-ID accuracy
+PRECONDITION_RECOVERY = 0.90
+PRECONDITION_BUDGET = 0.05
+
+
+def preconditions(groups: Groups) -> list:
+    """Grafting works here: γ recovers ≥ 90% of θ_task's QA-ID with at most 5% of the parameters, every run."""
+    if every_run_has(groups, "graft") is None:
+        return []
+    return [
+        precondition(groups, "QA-ID recovered by γ (share of θ_task's)", f"≥ {100 * PRECONDITION_RECOVERY:.0f}%", "pct",
+                     lambda r: _graft(r).recovered_qa_id, lambda v: v >= PRECONDITION_RECOVERY - 1e-9),
+        precondition(groups, "|γ|₀ share of parameters", f"≤ {100 * PRECONDITION_BUDGET:.0f}%", "pct3",
+                     lambda r: _graft(r).fraction, lambda v: v <= PRECONDITION_BUDGET),
+    ]
+
+
 def section(groups: Groups) -> Section | None:
     runs = every_run_has(groups, "graft")
     if runs is None:
@@ -525,6 +543,7 @@ ANALYSIS = Analysis(
     writes=lambda config: (GRAFT,),
     run=run,
     section=section,
+    preconditions=preconditions,
     from_study=lambda study: GraftConfig(target=study.analysis.graft_target, steps=study.analysis.graft_steps,
                                          control_draws=study.analysis.control_draws),
     describe=describe,

@@ -1,7 +1,9 @@
 """The study's findings for a set of runs, each beside its control and the study's number.
 
 Runs are grouped by strategy (several runs of one strategy are seeds: values are mean ± spread).
-The first section is the strategy gap (accuracy beside the chance level, with the precondition
+The first section is the study's preconditions (the model learned its task, the two-stage model
+kept its facts, the gap is there to explain, θ_pre survives a random reset, grafting works), each
+``holds`` or ``fails`` on every seed; the next is the strategy gap (accuracy beside the chance level, with the precondition
 that the two-stage model kept its facts); every analysis of ``mechrecall.registry`` adds its own
 section. Each row carries a verdict from ``mechrecall.report.verdicts`` (``agrees``, ``does not
 agree``, ``not measurable``, ``no claim``), and the report opens with a summary of which findings
@@ -21,6 +23,7 @@ from pathlib import Path
 from mechrecall.artifacts import atomic_path
 from mechrecall.config import STRATEGIES
 from mechrecall.report.table import (
+    KEEPS_FACTS,
     METRIC_NAMES,
     METRICS,
     Groups,
@@ -32,11 +35,14 @@ from mechrecall.report.table import (
     chance,
     estimate,
     keeps_facts,
+    precondition,
     row,
 )
 from mechrecall.report.verdicts import (
     AGREES,
     DISAGREES,
+    FAILS,
+    HOLDS,
     NO_CLAIM,
     NOT_MEASURABLE,
     Verdict,
@@ -50,6 +56,9 @@ __all__ = ["Groups", "Row", "RunFacts", "Section", "gather", "group_runs", "sect
 STUDY_GAP = "mixed far above two-stage: up to 38 points (Allen-Zhu & Li, from scratch: 86.6% vs 9.7%)"
 # the study's gap is tens of points: a smaller one, however consistent, is not that finding
 GAP_MINIMUM = 0.10
+# the premise the mechanism findings are read against (issue 12's thresholds)
+QA_ID_MINIMUM = 0.95
+GAP_PRECONDITION = 0.30
 
 
 def gather(run: Run) -> RunFacts:
@@ -117,10 +126,55 @@ def gap_section(groups: Groups) -> Section:
     return section
 
 
+def preconditions_section(groups: Groups) -> Section:
+    """The premise the findings are read against, each judged on every seed: both strategies
+    learned their task, the two-stage model kept its facts, the gap the mechanism should explain
+    is there, and each analysis' own (θ_pre survives a random reset, the graft recovers the skill)."""
+    from mechrecall.registry import ANALYSES
+
+    section = Section(
+        "preconditions", "Preconditions",
+        "What the findings below rest on, each judged on every seed ('holds' or 'fails', with the first seed that fails): the "
+        "model learned its task, the two-stage model kept its facts (else the gap measures forgetting), the gap the mechanism "
+        "should explain is there (mixed − two-stage QA-OOD per seed, the chance level beside it), θ_pre is a model one can "
+        "reset elements to, and grafting recovers the skill. A failed one does not hide a finding; it says how to read it.",
+    )
+    section.rows.append(precondition(groups, "QA-ID accuracy", f"≥ {100 * QA_ID_MINIMUM:.0f}%", "pct", accuracy("qa_id"),
+                                     lambda v: v >= QA_ID_MINIMUM))
+    section.rows.append(precondition(groups, "BIO accuracy at the end of training (two-stage: kept its facts)",
+                                     f"≥ {100 * KEEPS_FACTS:.0f}% (two-stage)", "pct", accuracy("bio"),
+                                     lambda v: v >= KEEPS_FACTS, judged=("two-stage",)))
+    two_stage = {r.seed: r for r in groups.get("two-stage", [])}
+
+    def gap(r: RunFacts) -> float | None:
+        twin = two_stage.get(r.seed)
+        if r.strategy != "mixed" or twin is None or "qa_ood" not in r.accuracy or "qa_ood" not in twin.accuracy:
+            return None
+        return r.accuracy["qa_ood"] - twin.accuracy["qa_ood"]
+
+    section.rows.append(precondition(groups, "mixed − two-stage QA-OOD (points, paired by seed; control: QA-OOD chance)",
+                                     f"≥ {100 * GAP_PRECONDITION:.0f} points", "points", gap,
+                                     lambda v: v >= GAP_PRECONDITION, judged=("mixed",), control=chance("qa_ood")))
+    for analysis in ANALYSES:
+        if analysis.preconditions is not None:
+            section.rows += analysis.preconditions(groups)
+    return section
+
+
+def precondition_summary(section: Section) -> str:
+    """One line: how many preconditions hold, and which do not."""
+    judged = [r for r in section.rows if r.verdict.kind in (HOLDS, FAILS)]
+    failed = [r for r in section.rows if r.verdict.kind != HOLDS]
+    text = f"{len(judged) - sum(r.verdict.kind == FAILS for r in judged)} of {len(section.rows)} hold"
+    if failed:
+        text += "; " + "; ".join(f"{r.verdict.kind}: {r.measure} {r.study} ({r.verdict.reason})" for r in failed)
+    return text
+
+
 def sections(groups: Groups) -> list[Section]:
     from mechrecall.registry import ANALYSES
 
-    found = [gap_section(groups)]
+    found = [preconditions_section(groups), gap_section(groups)]
     for analysis in ANALYSES:
         if analysis.section is not None:
             made = analysis.section(groups)
@@ -184,7 +238,7 @@ def _cells(row: Row, strategies: list[str]) -> list[str]:
     return cells + [str(row.verdict)]
 
 
-VERDICT_CSS = {AGREES: "yes", DISAGREES: "no", NOT_MEASURABLE: "na"}
+VERDICT_CSS = {AGREES: "yes", DISAGREES: "no", NOT_MEASURABLE: "na", HOLDS: "yes", FAILS: "no"}
 
 
 def write_report(
@@ -212,10 +266,17 @@ def write_report(
                  "spread (population standard deviation) over seeds, and over random draws where a control has them.")
     rules = ("Verdicts: 'agrees' only when the study's effect is present beyond its control and goes the study's way by more "
              "than the combined spread; 'does not agree' when the control explains it, it lies within the spread, or it is "
-             "reversed; 'not measurable' when a precondition failed; 'no claim' where the study states nothing.")
+             "reversed; 'not measurable' when a precondition failed; 'no claim' where the study states nothing. A precondition "
+             "'holds' or 'fails' on every seed.")
     md = [f"# {title}", ""] + [f"{line}  " for line in preamble] + ["", runs_line, "", rules, "", "## What these runs reproduce", ""]
     page = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(line)}</p>" for line in preamble]
-    page += [f"<p>{html.escape(runs_line)}</p>", f"<p>{html.escape(rules)}</p>", "<h2>What these runs reproduce</h2>", "<ul>"]
+    page += [f"<p>{html.escape(runs_line)}</p>", f"<p>{html.escape(rules)}</p>", "<h2>What these runs reproduce</h2>"]
+    premise = next((s for s in found if s.key == "preconditions"), None)
+    if premise is not None:
+        line = f"(the first section): {precondition_summary(premise)}."
+        md += [f"**Preconditions** {line}", ""]
+        page.append(f"<p><b>Preconditions</b> {html.escape(line)}</p>")
+    page.append("<ul>")
     for finding, verdict in summary(found):
         md.append(f"- **{verdict.kind}**: {finding} ({verdict.reason})")
         page.append(f"<li><b class='{VERDICT_CSS.get(verdict.kind, '')}'>{html.escape(verdict.kind)}</b>: {html.escape(finding)} ({html.escape(verdict.reason)})</li>")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mechrecall.report.verdicts import Estimate, Verdict, no_claim
+from mechrecall.report.verdicts import FAILS, HOLDS, NOT_MEASURABLE, Estimate, Verdict, no_claim
 
 METRICS = ("bio", "qa_id", "qa_ood")
 METRIC_NAMES = {"bio": "BIO", "qa_id": "QA-ID", "qa_ood": "QA-OOD"}
@@ -160,3 +160,30 @@ def keeps_facts(groups: Groups) -> tuple[bool, str]:
 
 def both_strategies(groups: Groups) -> tuple[bool, str]:
     return "mixed" in groups and "two-stage" in groups, "the study compares mixed with two-stage: both are needed"
+
+
+def precondition(
+    groups: Groups, measure: str, threshold: str, kind: str, extract: Extract, holds: Callable[[float], bool],
+    judged: Sequence[str] = ("mixed", "two-stage"), control: Extract | None = None, control_within: Extract | None = None,
+) -> Row:
+    """A precondition's row: ``extract`` per strategy (``control`` beside it), and ``holds`` /
+    ``fails`` when every seed of every strategy in ``judged`` meets ``holds`` (the reason names
+    the first seed that does not). ``not measurable`` when a judged strategy has no run or a run
+    lacks the value (the analysis did not run)."""
+    ours = {s: estimate(runs, extract) for s, runs in groups.items()}
+    controls = {s: estimate(runs, control, control_within) if control else None for s, runs in groups.items()}
+    verdict = Verdict(HOLDS, f"every seed of {' and '.join(judged)}")
+    for strategy in judged:
+        runs = groups.get(strategy, [])
+        found = [(r.seed, extract(r)) for r in runs]
+        if not runs or any(value is None for _, value in found):
+            verdict = Verdict(NOT_MEASURABLE, f"no {strategy} run holds it")
+            break
+        failing = [(seed, value) for seed, value in found if not holds(float(value))]  # type: ignore[arg-type]
+        if failing:
+            seed, value = failing[0]
+            scale, unit, digits = KINDS[kind]
+            verdict = Verdict(FAILS, f"{strategy} seed {seed}: {scale * value:.{digits}f}{unit}"
+                              + (f", and {len(failing) - 1} more seed(s)" if len(failing) > 1 else ""))
+            break
+    return Row(measure, threshold, {s: fmt(v, kind) for s, v in ours.items()}, {s: fmt(v, kind) for s, v in controls.items()}, verdict)

@@ -30,6 +30,9 @@ DISAGREES = "does not agree"
 NOT_MEASURABLE = "not measurable"
 NO_CLAIM = "no claim"
 VERDICTS = (AGREES, DISAGREES, NOT_MEASURABLE, NO_CLAIM)
+# a precondition of the study (the checklist), judged on every seed: not a finding
+HOLDS = "holds"
+FAILS = "fails"
 
 
 @dataclass(frozen=True)
