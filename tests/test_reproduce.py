@@ -20,7 +20,7 @@ from mechrecall.reproduce import LEDGER, ReproduceConfig, export_report, reprodu
 
 STEPS_PER_RUN = ("train", "shared", "graft", "ablate", "heads", "neurons", "attention", "patch")
 SECTIONS = (
-    "The strategy gap", "Shared parameters", "Grafting", "Shared ablation against random", "Attention heads",
+    "Preconditions", "The strategy gap", "Shared parameters", "Grafting", "Shared ablation against random", "Attention heads",
     "MLP neurons (not in the study)", "Attention patterns", "Activation patching",
 )
 VERDICTS = ("agrees", "does not agree", "not measurable", "no claim")
@@ -52,6 +52,7 @@ def test_report_states_what_reproduces_with_every_row_beside_its_control(study: 
     markdown = (study / "report.md").read_text()
     assert "## What these runs reproduce" in markdown
     summary = markdown.split("## What these runs reproduce")[1].split("## ")[0]
+    assert "**Preconditions** (the first section): " in summary and " of " in summary.split("**Preconditions**")[1].splitlines()[0]
     assert summary.count("- **") >= 5 and all(line.split("**")[1] in VERDICTS for line in summary.splitlines() if line.startswith("- **"))
     for title in SECTIONS:
         assert f"## {title}" in markdown

@@ -60,7 +60,7 @@ from mechrecall.runs import resolve_device
 
 LEDGER = "steps.json"
 KIND = "study"
-REPORT_FORMAT = 6  # part of the report step's key: bump when the report's content changes
+REPORT_FORMAT = 7  # part of the report step's key: bump when the report's content changes
 
 Hashes = dict[str, str]
 Report = Callable[[int, int], None]  # (done, total) of the running step
