@@ -67,35 +67,41 @@ class AblateResult(Result):
     survival_size: int = 0  # elements of each survival draw (0: not measured)
     survival: tuple[dict[str, float], ...] = ()  # accuracy with each survival draw reset (same seeds)
 
-    def survival_relative_drops(self, metric: str) -> list[float]:
+    def _drops(self, draws: tuple[dict[str, float], ...], metric: str) -> list[float]:
+        """Each draw's relative drop of ``metric`` from the tuned model (none when it scored 0)."""
         if self.tuned[metric] == 0:
             return []
-        return [(self.tuned[metric] - draw[metric]) / self.tuned[metric] for draw in self.survival]
+        return [(self.tuned[metric] - draw[metric]) / self.tuned[metric] for draw in draws]
+
+    def survival_relative_drops(self, metric: str) -> list[float]:
+        return self._drops(self.survival, metric)
 
     def survival_relative_drop(self, metric: str) -> float | None:
-        drops = self.survival_relative_drops(metric)
-        return statistics.fmean(drops) if drops else None
+        return _mean(self.survival_relative_drops(metric))
 
     def survival_spread(self, metric: str) -> float | None:
-        drops = self.survival_relative_drops(metric)
-        return statistics.pstdev(drops) if len(drops) > 1 else (0.0 if drops else None)
+        return _spread(self.survival_relative_drops(metric))
 
     def relative_drop(self, metric: str) -> float | None:
         return None if self.tuned[metric] == 0 else (self.tuned[metric] - self.shared[metric]) / self.tuned[metric]
 
     def random_relative_drops(self, metric: str) -> list[float]:
-        if self.tuned[metric] == 0:
-            return []
-        return [(self.tuned[metric] - draw[metric]) / self.tuned[metric] for draw in self.random]
+        return self._drops(self.random, metric)
 
     def random_relative_drop(self, metric: str) -> float | None:
-        drops = self.random_relative_drops(metric)
-        return statistics.fmean(drops) if drops else None
+        return _mean(self.random_relative_drops(metric))
 
     def random_spread(self, metric: str) -> float | None:
-        drops = self.random_relative_drops(metric)
-        return statistics.pstdev(drops) if len(drops) > 1 else (0.0 if drops else None)
+        return _spread(self.random_relative_drops(metric))
 
+
+def _mean(drops: list[float]) -> float | None:
+    return statistics.fmean(drops) if drops else None
+
+
+def _spread(drops: list[float]) -> float | None:
+    """Population std over draws; 0 for a single draw, None for none."""
+    return statistics.pstdev(drops) if len(drops) > 1 else (0.0 if drops else None)
 
 def reset_and_evaluate(
     model: HookedTransformer, base: dict[str, Tensor], tuned: dict[str, Tensor], sets: list[Mask], evaluate
