@@ -103,6 +103,7 @@ def _spread(drops: list[float]) -> float | None:
     """Population std over draws; 0 for a single draw, None for none."""
     return statistics.pstdev(drops) if len(drops) > 1 else (0.0 if drops else None)
 
+
 def reset_and_evaluate(
     model: HookedTransformer, base: dict[str, Tensor], tuned: dict[str, Tensor], sets: list[Mask], evaluate
 ) -> list[dict[str, float]]:
