@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechrecall.artifacts import ArtifactDir, atomic_path
+from mechrecall.artifacts import ArtifactDir, atomic_path, discard
 from mechrecall.errors import ArtifactError
 
 
@@ -18,6 +18,24 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
             temporary.write_text("half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_writes_temporary_goes_with_the_next_write_or_discard_and_nothing_else_does(tmp_path: Path) -> None:
+    # what SIGKILL inside atomic_path leaves: a hidden temporary named after the target
+    target = tmp_path / "checkpoint.safetensors"
+    leftover = tmp_path / ".checkpoint.safetensors.z63jhb92.tmp"
+    others = [tmp_path / n for n in ("checkpoint.safetensors.tmp", ".checkpoint.safetensors.notes", ".model.safetensors.ab12.tmp", "mine.txt")]
+    for path in [leftover, *others]:
+        path.write_text("x")
+    with atomic_path(target) as temporary:
+        temporary.write_text("whole")
+    assert target.read_text() == "whole" and not leftover.exists()
+    assert all(path.read_text() == "x" for path in others)
+    leftover.write_text("half")  # killed again, this time in the last write before the end
+    discard(target)
+    assert not target.exists() and not leftover.exists()
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+    discard(target)  # nothing there: no error
 
 
 def test_failed_write_keeps_the_previous_version(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ is an error that names the command to rerun, never a stale answer.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -86,9 +87,28 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield temporary_path
         os.chmod(temporary_path, 0o644)
         os.replace(temporary_path, target)
+        _remove_leftovers(target)
     finally:
         if temporary_path.exists():
             temporary_path.unlink()
+
+
+def _leftovers(target: Path) -> list[Path]:
+    """Temporaries of ``target`` that a killed :func:`atomic_path` left behind (its own name pattern,
+    hidden beside the target; a run folder has one writer, held by its lock)."""
+    return sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp"))
+
+
+def _remove_leftovers(target: Path) -> None:
+    for leftover in _leftovers(target):
+        leftover.unlink(missing_ok=True)
+
+
+def discard(target: Path) -> None:
+    """Remove a file mechrecall wrote (a finished training's checkpoint) and any half-written copy
+    of it that a kill left behind."""
+    target.unlink(missing_ok=True)
+    _remove_leftovers(target)
 
 
 def _manifest_problem(manifest: Any) -> str | None:

@@ -21,7 +21,7 @@ from transformer_lens import HookedTransformer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mechrecall import models
-from mechrecall.artifacts import ArtifactDir, check_output, output_lock, swap_into_place
+from mechrecall.artifacts import ArtifactDir, check_output, discard, output_lock, swap_into_place
 from mechrecall.config import ModelConfig, TrainConfig, from_dict, key_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
@@ -324,7 +324,7 @@ def _finish_training(
             "chance": chance_level(world.dataset),
         },
     )
-    (run.path / CHECKPOINT).unlink(missing_ok=True)
+    discard(run.path / CHECKPOINT)  # with any half-written copy a kill left
     return run
 
 
