@@ -6,7 +6,8 @@ the same seed differed in their last bits after one step, and a run resumed afte
 not match the uninterrupted one (found by tests/test_kill_resume.py). torch's deterministic
 algorithms take the ordered path for such ops. Results still depend on the number of threads (a
 different split of a reduction rounds differently), so trainings record it and ``reproduce`` fixes
-it per step instead of re-sharing cores as workers finish.
+it per step instead of re-sharing cores as workers finish, and a resumed training finishes with
+the thread count it began with (:func:`threads`).
 """
 
 from __future__ import annotations
@@ -29,3 +30,14 @@ def deterministic() -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+@contextmanager
+def threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` while the block runs, the caller's count after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -320,7 +320,7 @@ def _finish_training(
         "complete",
         training={
             "steps": state.step, "phase_ends": state.phase_ends, "seconds": round(state.seconds, 2), "device": device,
-            "threads": torch.get_num_threads(), "evals": state.evals, "relative_update": relative_update(base_weights, models.trainable_state(model)),
+            "threads": state.threads, "evals": state.evals, "relative_update": relative_update(base_weights, models.trainable_state(model)),
             "chance": chance_level(world.dataset),
         },
     )

@@ -8,7 +8,7 @@ Determinism: the examples of step ``t`` are a pure function of the seed and of h
 of each pool were consumed before (a stream of seeded per-epoch permutations), and the learning
 rate a pure function of the step. A checkpoint therefore needs only the weights, the optimizer
 state and a few counters, and a run resumed from one equals the uninterrupted run bit for bit
-(on CPU).
+(on CPU), with the CPU thread count it began with whatever the resuming process asks for.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from transformer_lens import HookedTransformer
 
 from mechrecall.artifacts import atomic_path
 from mechrecall.config import TrainConfig
-from mechrecall.determinism import deterministic
+from mechrecall.determinism import deterministic, threads
 from mechrecall.encoding import Encoded, collate, per_example_loss
 from mechrecall.influence import InfluenceAccumulator
 
@@ -112,6 +112,7 @@ class TrainState:
     log: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)  # exact match along training
     seconds: float = 0.0
+    threads: int | None = None  # torch CPU threads it trains with (results depend on the count)
 
 
 def decayed_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
@@ -256,7 +257,11 @@ def train(
         TimeElapsedColumn(), TimeRemainingColumn(),
     )
     window: dict[str, list[float]] = {pool: [] for pool in POOLS}
-    with Progress(*columns, disable=not progress) as bar:
+    if state.threads is None:  # a fresh run, or a checkpoint from before threads were kept
+        state.threads = torch.get_num_threads()
+    # a run resumed under another --jobs or --threads would drift from the uninterrupted one in its
+    # last bits, and then by whole points of accuracy: it finishes with the count it began with
+    with threads(state.threads), Progress(*columns, disable=not progress) as bar:
         task = bar.add_task(f"train {config.strategy}", total=total, completed=state.step, losses="")
         while state.step < total and state.phase < len(phases):
             started = time.perf_counter()
