@@ -133,13 +133,30 @@ def main() -> None:
                 points = ", ".join(f"{e['step']}: {100 * e['bio']:.1f} / {100 * e['qa_id']:.1f} / {100 * e['qa_ood']:.1f}" for e in row["evals"])
                 lines.append(f"- `{row['trial']}` {row['strategy']}: {points}")
         ran = {f"`{r['trial']}/{r['strategy']}-s{r['seed']}`" for r in rows}  # a run stopped then, finished since
-        stopped = list(dict.fromkeys([*(line for line in kept_stopped if line.split(" ", 1)[0] not in ran), *unfinished(args.root)]))
+        stopped = furthest_per_run([*(line for line in kept_stopped if line.split(" ", 1)[0] not in ran), *unfinished(args.root)])
         if stopped:
             lines += ["", "Trials stopped before their end (their last evaluation, from the checkpoint; kept as measured):", ""]
             lines += [f"- {line}" for line in stopped]
         with atomic_path(args.markdown) as temporary:
             temporary.write_text("\n".join(lines) + "\n")
         write_json_atomic(args.markdown.with_suffix(".json"), {"rows": rows, "stopped": stopped})
+
+
+def furthest_per_run(lines: list[str]) -> list[str]:
+    """One line per stopped run (a line starts with the run's name): the one stopped at the latest
+    step, so a run listed when it stopped early and again later is shown once, as far as it got."""
+    import re
+
+    def step(line: str) -> int:
+        found = re.search(r"stopped at step (\d+)", line)
+        return int(found.group(1)) if found else -1
+
+    best: dict[str, str] = {}
+    for line in lines:
+        name = line.split(" ", 1)[0]
+        if name not in best or step(line) >= step(best[name]):
+            best[name] = line
+    return list(best.values())
 
 
 def unfinished(root: Path) -> list[str]:
@@ -167,7 +184,8 @@ def effective_settings(run: Path) -> str:
     config = json.loads((run / "manifest.json").read_text())["config"]
     world, train, model = config["world"], config["train"], config["model"]["name"]
     shape = f"{world['people']:,} people × {world['bio_per_person']} BIO" + (", permuted" if world["permute"] else "") + (
-        ", full name" if world["fullname"] else ", pronouns")
+        ", full name" if world["fullname"] else ", pronouns") + (
+        f", QA of {world['qa_id_fraction']:.0%} of people trained" if world.get("qa_id_fraction", 0.5) != 0.5 else "")
     base_manifest = Path(model) / "manifest.json"
     if base_manifest.exists():
         base = json.loads(base_manifest.read_text())["config"]

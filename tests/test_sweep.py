@@ -284,6 +284,26 @@ def test_a_kept_stopped_run_that_has_finished_since_is_no_longer_listed_as_stopp
     assert "`u/mixed-s0` (stopped at step 4)" in text and "`t/two-stage-s0` (stopped" not in text
 
 
+def test_a_run_listed_as_stopped_twice_is_shown_once_at_the_furthest_step(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    kept = tmp_path / "kept.json"
+    lines = ["`w/mixed-s0` (stopped at step 1900; no evaluation yet)", "`w/mixed-s0` (stopped at step 5900; step 4000: BIO 97.8)",
+             "`w/mixed-s0` (stopped at step 300; no evaluation yet)", "`v/mixed-s1` (stopped at step 7)"]
+    kept.write_text(json.dumps({"rows": [], "stopped": lines}))
+    page = tmp_path / "page.md"
+    done = subprocess.run([sys.executable, str(script), "--table-only", "--root", str(tmp_path / "r"), "--rows", str(kept), "--markdown", str(page)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = page.read_text()
+    assert text.count("`w/mixed-s0`") == 1 and "stopped at step 5900; step 4000: BIO 97.8" in text
+    assert "`v/mixed-s1` (stopped at step 7)" in text
+    assert json.loads(page.with_suffix(".json").read_text())["stopped"] == [lines[1], lines[3]]
+
+
 def test_sweep_script_never_overwrites_a_json_beside_the_page_that_is_not_its_rows(tmp_path: Path) -> None:
     import json
     import subprocess
