@@ -117,6 +117,8 @@ def main() -> None:
         for row in rows:  # read from the run's manifest while it is here; kept in the row for when it is not
             if (Path(row["run"]) / "manifest.json").is_file():
                 row["settings"] = effective_settings(Path(row["run"]))
+            if not row.get("qa_ood_by_attribute") and (Path(row["run"]) / "metrics.json").is_file():
+                row["qa_ood_by_attribute"] = json.loads((Path(row["run"]) / "metrics.json").read_text())["qa_ood"].get("by_attribute")
         settings = {}
         for row in rows:
             settings.setdefault(row["trial"], row.get("settings", "not recorded"))
@@ -132,6 +134,15 @@ def main() -> None:
             for row in traced:
                 points = ", ".join(f"{e['step']}: {100 * e['bio']:.1f} / {100 * e['qa_id']:.1f} / {100 * e['qa_ood']:.1f}" for e in row["evals"])
                 lines.append(f"- `{row['trial']}` {row['strategy']}: {points}")
+        by_attribute = [row for row in rows if row.get("qa_ood_by_attribute")]
+        if by_attribute:
+            from mechrecall.data.templates import ATTRIBUTE_LABELS, ATTRIBUTES
+
+            lines += ["", "QA-OOD by attribute (%, from each run's metrics; a BIO that is not permuted states them in this order):", ""]
+            for row in by_attribute:
+                shares = row["qa_ood_by_attribute"]
+                lines.append(f"- `{row['trial']}` {row['strategy']} s{row['seed']}: "
+                             + ", ".join(f"{ATTRIBUTE_LABELS[a]} {100 * shares[a]:.1f}" for a in ATTRIBUTES if a in shares))
         ran = {f"`{r['trial']}/{r['strategy']}-s{r['seed']}`" for r in rows}  # a run stopped then, finished since
         stopped = furthest_per_run([*(line for line in kept_stopped if line.split(" ", 1)[0] not in ran), *unfinished(args.root)])
         if stopped:

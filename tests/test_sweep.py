@@ -233,6 +233,15 @@ def test_sweep_table_outlives_its_run_folders(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     first = page.read_text()
     assert "`t`: 12 people" in first and page.with_suffix(".json").is_file()
+    import json
+
+    from mechrecall.data.templates import ATTRIBUTE_LABELS, ATTRIBUTES
+
+    for strategy in ("mixed", "two-stage"):  # which facts are extracted, as each run's own evaluation counted them
+        shares = json.loads((root / "t" / f"{strategy}-s0" / "metrics.json").read_text())["qa_ood"]["by_attribute"]
+        assert sorted(shares) == sorted(ATTRIBUTES)
+        expected = f"- `t` {strategy} s0: " + ", ".join(f"{ATTRIBUTE_LABELS[a]} {100 * shares[a]:.1f}" for a in ATTRIBUTES)
+        assert expected in first.splitlines()
     shutil.rmtree(root)
     kept = tmp_path / "kept.json"
     page.with_suffix(".json").rename(kept)

@@ -245,6 +245,9 @@ def result_row(trial: str, overrides: dict[str, Any], seed: int, strategy: str, 
         # what the base's own skill extracts from the newly stored BIOs before any QA is trained
         "qa_ood_after_stage1": stage_one[-1]["qa_ood"] if stage_one else None,
         "chance_qa_ood": training.get("chance", {}).get("qa_ood"),
+        # which facts are extracted: in a world whose BIO is not permuted, the one stated first can be
+        # read off the name where the rest are read off the facts before them
+        "qa_ood_by_attribute": metrics["qa_ood"].get("by_attribute"),
         "relative_update": training.get("relative_update"),
         "reset_survival": reset_survival(run),
         "evals": evals,
