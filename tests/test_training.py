@@ -77,17 +77,23 @@ class Interrupt(Exception):
     pass
 
 
+def crash_at(step: int):
+    """An ``on_step`` callback that stops training by raising once it reaches ``step``."""
+
+    def crash(state) -> None:
+        if state.step == step:
+            raise Interrupt
+
+    return crash
+
+
 @pytest.mark.parametrize("strategy", ["mixed", "two-stage"])
 def test_interrupted_run_resumes_to_the_same_weights(strategy: str, world_dir: Path, tmp_path: Path) -> None:
     config = mr.TrainConfig(strategy=strategy, steps=40, bio_steps=20, qa_steps=20, **{**FAST_TRAIN, "checkpoint_every": 7})
     whole = mr.train_run(world_dir, tmp_path / "whole", mr.ModelConfig("micro"), config, device="cpu", progress=False)
 
-    def crash_at_step_24(state) -> None:
-        if state.step == 24:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash_at_step_24)
+        mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash_at(24))
     assert (tmp_path / "cut" / "checkpoint.safetensors").exists() and not (tmp_path / "cut" / "model.safetensors").exists()
     resumed = mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False)
     expected, actual = _tensors(whole.path), _tensors(resumed.path)
@@ -111,12 +117,8 @@ def test_a_run_resumed_with_another_thread_count_ends_as_the_uninterrupted_one(w
         torch.set_num_threads(2)
         whole = mr.train_run(world_dir, tmp_path / "whole", mr.ModelConfig("micro"), config, device="cpu", progress=False)
 
-        def crash_at_step_24(state) -> None:
-            if state.step == 24:
-                raise Interrupt
-
         with pytest.raises(Interrupt):
-            mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash_at_step_24)
+            mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash_at(24))
         torch.set_num_threads(1)
         resumed = mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False)
         assert torch.get_num_threads() == 1  # the caller's setting is back
@@ -140,9 +142,7 @@ def test_a_checkpoint_never_runs_code(world_dir: Path, tmp_path: Path) -> None:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    def crash(state) -> None:
-        if state.step == 10:
-            raise Interrupt
+    crash = crash_at(10)
 
     with pytest.raises(Interrupt):
         mr.train_run(world_dir, tmp_path / "cut", mr.ModelConfig("micro"), config, device="cpu", progress=False, on_step=crash)
