@@ -15,7 +15,9 @@ fact of A's first BIO, three BIO-completion prompts (the BIO up to the value, as
 - earlier facts swapped: A's BIO with B's values of every fact stated before this one, A's name
   kept: A's value (the name) or B's (the earlier facts)? Not defined for the fact stated first.
 
-Pairs where A and B share the value asked for are left out (neither answer tells). Beside each
+Pairs where A and B share the value asked for are left out (neither answer tells). A fact that
+is a function of another one in the world (the employer fixes its city) is marked: read off that
+other fact, it is right by the world's construction, not by a stored link. Beside each
 "B's value" share, its chance: how often a value drawn from the attribute's distribution over the
 world's people equals B's. Grouped by the QA split (id: QA trained, ood: held out) and by the
 fact's position in the BIO. Greedy exact match of the whole value, as everywhere in mechrecall.
@@ -142,27 +144,49 @@ def summarize(records: list[dict], hits: dict[str, list[bool]], dataset, permute
 
         with_facts = [i for i in members if records[i]["facts_swapped"] is not None]
         attributes = sorted({records[i]["attribute"] for i in members})
+        fixed_by = function_of(dataset, attributes[0]) if len(attributes) == 1 else []
         rows.append({
             "split": split, "position": position, "n": len(members),
             "attribute": attributes[0] if not permuted and len(attributes) == 1 else "mixed",
             "intact": share("intact/a", members),
             "name_swapped_b": share("name_swapped/b", members), "name_swapped_a": share("name_swapped/a", members),
             "facts_swapped_a": share("facts_swapped/a", with_facts), "facts_swapped_b": share("facts_swapped/b", with_facts),
+            "fixed_by": fixed_by,
             "chance_b": sum(frequency[records[i]["attribute"]][records[i]["b_value"]] / people for i in members) / len(members),
         })
     return rows
+
+
+def function_of(dataset, attribute: str) -> list[str]:
+    """The other attributes whose value fixes ``attribute``'s in every person of the world, where
+    that is tested: at least half of the people share their value of the other attribute with
+    someone (a value nearly everyone has alone, as a birth date, fixes everything trivially)."""
+    from mechrecall.data.templates import ATTRIBUTES
+
+    people = dataset["people"]
+    fixed = []
+    for other in (a for a in ATTRIBUTES if a != attribute):
+        keys = Counter(people[other])
+        seen: dict[str, str] = {}
+        consistent = all(seen.setdefault(key, value) == value for key, value in zip(people[other], people[attribute], strict=True))
+        if consistent and 2 * sum(n for n in keys.values() if n > 1) >= len(people[other]):
+            fixed.append(other)
+    return fixed
 
 
 def lines(path: Path, rows: list[dict]) -> list[str]:
     def pct(value: float | None) -> str:
         return "·" if value is None else f"{100 * value:.1f}"
 
+    def fixed(row: dict) -> str:
+        return f" (a function of {', '.join(row['fixed_by'])})" if row.get("fixed_by") else ""
+
     out = [f"### {path}", "",
            "| QA split | position in BIO | fact | pairs | intact: A's value | name swapped: B's (the name) | name swapped: A's (the context) "
            "| earlier facts swapped: A's (the name) | earlier facts swapped: B's (the facts) | chance of B's value |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        out.append(f"| {row['split']} | {row['position'] + 1} | {row['attribute']} | {row['n']:,} | {pct(row['intact'])} | {pct(row['name_swapped_b'])} "
+        out.append(f"| {row['split']} | {row['position'] + 1} | {row['attribute']}{fixed(row)} | {row['n']:,} | {pct(row['intact'])} | {pct(row['name_swapped_b'])} "
                    f"| {pct(row['name_swapped_a'])} | {pct(row['facts_swapped_a'])} | {pct(row['facts_swapped_b'])} | {pct(row['chance_b'])} |")
     return [*out, ""]
 

@@ -91,3 +91,10 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     for args, fragment in (([str(tmp_path)], "not a run folder"), ([str(tmp_path), "--people", "0"], "--people 0")):
         done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
         assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_fact_the_world_fixes_by_another_is_marked() -> None:
+    bio_key = load()
+    world = mr.create_world(mr.WorldConfig(people=600, seed=2))
+    assert bio_key.function_of(world.dataset, "employer_city") == ["employer"]  # the employer fixes its city
+    assert bio_key.function_of(world.dataset, "birth_city") == []
