@@ -6,8 +6,9 @@ Allen-Zhu & Li's account of single-BIO worlds: a fact is stored after the facts 
 rather than on the name, so it can be completed inside its BIO but not asked for. The study's v2
 says the same of two-stage training ("relies on the full context") against mixed training
 (facts encoded from subject and relation). This script measures it on a trained run. For every
-person A, another person B of the same gender (so that the pronouns agree, seeded), and every
-fact of A's first BIO, three BIO-completion prompts (the BIO up to the value, as ``bio_eval``):
+person A, another person B of the same gender (so that the pronouns agree) and QA split (a
+"B's value" share measures how B's facts are stored, so B must be of the split it is read for;
+seeded), and every fact of A's first BIO, three BIO-completion prompts (the BIO up to the value, as ``bio_eval``):
 
 - intact: A's BIO (its exact match is the run's BIO accuracy of that fact);
 - name swapped: A's BIO with B's full name: does the model complete A's value (it reads the fact
@@ -81,15 +82,16 @@ def probe_prompts(dataset, fullname: bool, seed: int = 0, limit: int | None = No
 
     people = people_of(dataset)
     first_bio = {row["person_id"]: row["text"] for row in dataset["bio"] if row["bio_index"] == 0}
-    by_gender: dict[str, list] = defaultdict(list)
+    # B of A's QA split too: a column of B's value measures B's storage, so it must be the split's
+    by_kind: dict[tuple[str, str], list] = defaultdict(list)
     for person in people:
-        by_gender[person.gender].append(person)
+        by_kind[(person.gender, person.split)].append(person)
     rng = random.Random(f"bio-key-{seed}")
     chosen = sorted(rng.sample(range(len(people)), limit)) if limit is not None and limit < len(people) else range(len(people))
     records = []
     for index in chosen:
         a = people[index]
-        others = [p for p in by_gender[a.gender] if p.person_id != a.person_id]
+        others = [p for p in by_kind[(a.gender, a.split)] if p.person_id != a.person_id]
         if not others:
             continue
         b = rng.choice(others)

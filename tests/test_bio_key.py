@@ -45,7 +45,7 @@ def test_the_probe_prompts_swap_exactly_what_they_say(world_dir: Path) -> None:
     assert not world.config.permute  # so every BIO states the facts in the order of ATTRIBUTES
     for record in records:
         a, b = people[record["person"]], people[record["other"]]
-        assert a.gender == b.gender and a.person_id != b.person_id and record["a_value"] != record["b_value"]
+        assert a.gender == b.gender and a.split == b.split and a.person_id != b.person_id and record["a_value"] != record["b_value"]
         assert record["intact"] == bio_eval[(a.person_id, record["attribute"])]  # the run's own BIO prompt
         assert record["name_swapped"] == record["intact"].replace(a.full_name, b.full_name) and b.full_name in record["name_swapped"]
         if record["position"] == 0:
