@@ -219,7 +219,10 @@ def main() -> None:
             model, world = run.load_model(), run.world()
         except MechrecallError as error:
             _fail(f"{path}: {error}")
-        records = probe_prompts(world.dataset, world.config.fullname, seed=args.seed, limit=args.people)
+        try:
+            records = probe_prompts(world.dataset, world.config.fullname, seed=args.seed, limit=args.people)
+        except ValueError as error:  # a BIO this version's templates do not render
+            _fail(f"{path}: {error}: its world was rendered with other templates; probe it with the mechrecall version that made it")
         rows = summarize(records, measure(model, run.tokenizer(), records), world.dataset, world.config.permute)
         print("\n".join(lines(path, rows)))
 

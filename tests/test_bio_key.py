@@ -98,3 +98,12 @@ def test_a_fact_the_world_fixes_by_another_is_marked() -> None:
     world = mr.create_world(mr.WorldConfig(people=600, seed=2))
     assert bio_key.function_of(world.dataset, "employer_city") == ["employer"]  # the employer fixes its city
     assert bio_key.function_of(world.dataset, "birth_city") == []
+
+
+def test_a_bio_no_template_renders_is_refused_by_name() -> None:
+    bio_key = load()
+    world = mr.create_world(mr.WorldConfig(people=4, seed=1))
+    person = bio_key.people_of(world.dataset)[0]
+    text = next(row["text"] for row in world.dataset["bio"] if row["person_id"] == person.person_id)
+    with pytest.raises(ValueError, match=f"person {person.person_id}: no template continues the BIO"):
+        bio_key.recover_layout(person, text.replace(person.birth_city, "Atlantis"), fullname=False)
