@@ -96,19 +96,25 @@ def main() -> None:
     columns = {
         "mixed BIO": "mixed/bio", "mixed QA-ID": "mixed/qa_id", "mixed QA-OOD": "mixed/qa_ood",
         "2s BIO stage 1": "two-stage/bio_after_stage1", "2s QA-OOD stage 1": "two-stage/qa_ood_after_stage1", "2s BIO": "two-stage/bio", "2s QA-ID": "two-stage/qa_id",
-        "2s QA-OOD": "two-stage/qa_ood", "gap": "gap", "chance": "mixed/chance_qa_ood",
+        "2s QA-OOD": "two-stage/qa_ood", "gap": "gap", "gap, equal steps": "gap_equal_steps", "chance": "mixed/chance_qa_ood",
         "mixed ‖Δθ‖/‖θ‖": "mixed/relative_update", "2s ‖Δθ‖/‖θ‖": "two-stage/relative_update",
         "mixed QA-OOD kept, 1% reset": "mixed/reset_survival", "2s QA-OOD kept, 1% reset": "two-stage/reset_survival",
     }
     table.add_column("trial")
-    for column in [*columns, "seeds", "train s"]:
+    for column in [*columns, "steps mixed / 2s (equal at)", "seeds", "train s"]:
         table.add_column(column, justify="right")
 
     def cell(entry: dict, key: str) -> str:
         return f"{100 * entry[key][0]:.1f} ± {100 * entry[key][1]:.1f}" if key in entry else "·"
 
+    def steps(entry: dict) -> str:
+        """Each strategy's training length, and the step the equal-steps gap is read at."""
+        lengths = entry.get("steps", {})
+        text = " / ".join(",".join(f"{n:,}" for n in lengths[s]) if s in lengths else "·" for s in ("mixed", "two-stage"))
+        return text + (f" ({','.join(f'{n:,}' for n in entry['equal_steps'])})" if entry.get("equal_steps") else "")
+
     for entry in summary:
-        table.add_row(entry["trial"], *[cell(entry, k) for k in columns.values()], str(entry["seeds"]), f"{entry['train_seconds']:.0f}")
+        table.add_row(entry["trial"], *[cell(entry, k) for k in columns.values()], steps(entry), str(entry["seeds"]), f"{entry['train_seconds']:.0f}")
     Console(width=260).print(table)
     print(json.dumps({t.name: t.overrides for t in trials}))
     if args.markdown is not None:
@@ -122,10 +128,14 @@ def main() -> None:
         settings = {}
         for row in rows:
             settings.setdefault(row["trial"], row.get("settings", "not recorded"))
-        lines = ["| trial | " + " | ".join(columns) + " | seeds | train s |", "|---" * (len(columns) + 3) + "|"]
+        lines = ["| trial | " + " | ".join(columns) + " | steps mixed / 2s (equal at) | seeds | train s |", "|---" * (len(columns) + 4) + "|"]
         for entry in summary:
             lines.append(f"| {entry['trial']} | " + " | ".join(cell(entry, k) for k in columns.values())
-                         + f" | {entry['seeds']} | {entry['train_seconds']:.0f} |")
+                         + f" | {steps(entry)} | {entry['seeds']} | {entry['train_seconds']:.0f} |")
+        lines += ["", "The gap at equal steps reads both strategies at the shorter run's length (each at its last "
+                  "evaluation at or before it): the longer run is then mid-schedule, its learning rate not yet "
+                  "decayed, so it is the longer run's lower bound, not a run of that length. A trial that trains "
+                  "one strategy longer needs it beside the gap; a trial of its own gives the same length to both."]
         lines += ["", "Settings of each trial, read from its runs' manifests (θ_pre: the base's own world, model and training):", ""]
         lines += [f"- `{name}`: {values}" for name, values in settings.items()]
         traced = [row for row in rows if row.get("evals")]

@@ -332,3 +332,33 @@ def test_sweep_script_never_overwrites_a_json_beside_the_page_that_is_not_its_ro
     bad.write_text(json.dumps({"rows": [{"seed": 0}]}))
     refused = subprocess.run([sys.executable, str(script), "--table-only", "--rows", str(bad)], capture_output=True, text=True)
     assert refused.returncode == 2 and "not the rows of a sweep table" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def _row(strategy: str, seed: int, evals: list[tuple[int, float]]) -> dict:
+    """A sweep row with evaluations at the given (step, QA-OOD) points; the last one is its end."""
+    return {"trial": "t", "seed": seed, "strategy": strategy, "run": "gone", "bio": 1.0, "qa_id": 1.0, "qa_ood": evals[-1][1],
+            "evals": [{"step": step, "phase": "mixed", "bio": 1.0, "qa_id": 1.0, "qa_ood": ood} for step, ood in evals], "seconds": 1.0}
+
+
+def test_the_gap_at_equal_steps_reads_both_strategies_at_the_shorter_runs_length() -> None:
+    """Mixed trained 12,000 steps against two-stage's 3,500: the end-of-training gap credits mixed
+    with more training; at equal steps mixed is read at its last evaluation before step 3,500."""
+    from mechrecall.sweep import equal_steps_gap
+
+    mixed = _row("mixed", 0, [(3000, 0.13), (6000, 0.21), (12000, 0.25)])
+    two_stage = _row("two-stage", 0, [(2000, 0.11), (3500, 0.15)])
+    gap, step = equal_steps_gap(mixed, two_stage)
+    assert step == 3500 and gap == pytest.approx(0.13 - 0.15)
+    # two-stage the longer one: it is read at its last evaluation at or before mixed's end
+    gap, step = equal_steps_gap(_row("mixed", 0, [(4500, 0.30)]), _row("two-stage", 0, [(2000, 0.1), (4000, 0.2), (6000, 0.4)]))
+    assert step == 4500 and gap == pytest.approx(0.30 - 0.2)
+    # no evaluation of the longer run at or before the shorter's end; a row without evaluations
+    assert equal_steps_gap(_row("mixed", 0, [(4500, 0.3)]), _row("two-stage", 0, [(2000, 0.1), (3500, 0.2)])) is None
+    assert equal_steps_gap({**mixed, "evals": []}, two_stage) is None
+    rows = [mixed, two_stage, _row("mixed", 1, [(3000, 0.17), (12000, 0.29)]), _row("two-stage", 1, [(2000, 0.1), (3500, 0.13)])]
+    entry = summarize(rows)[0]
+    by_hand = [0.13 - 0.15, 0.17 - 0.13]
+    assert entry["gap_equal_steps"][0] == pytest.approx(sum(by_hand) / 2)
+    assert entry["gap_equal_steps"][1] == pytest.approx(abs(by_hand[0] - by_hand[1]) / 2)  # population std of two values
+    assert entry["gap"][0] == pytest.approx((0.25 - 0.15 + 0.29 - 0.13) / 2)
+    assert entry["steps"] == {"mixed": [12000], "two-stage": [3500]} and entry["equal_steps"] == [3500]

@@ -287,9 +287,36 @@ def _measure(row: dict[str, Any], metric: str) -> float | None:
     return row.get(metric)
 
 
+def trained_steps(row: dict[str, Any]) -> int | None:
+    """How many optimizer steps a row's run trained (its last evaluation is at its end); None for
+    a row written without its evaluations."""
+    evals = row.get("evals") or []
+    return max(e["step"] for e in evals) if evals else None
+
+
+def equal_steps_gap(mixed: dict[str, Any], two_stage: dict[str, Any]) -> tuple[float, int] | None:
+    """The gap with both strategies held to the same number of steps: each strategy's QA-OOD at its
+    last evaluation at or before the shorter run's end (the longer run's step may fall short of it,
+    between evaluations), and that step count. A trial that trains mixed for 12,000 steps and
+    two-stage for 3,500 otherwise credits mixed with more than three times the training. None when
+    a row has no evaluations or the longer run none at or before the shorter's end."""
+    ends = [trained_steps(mixed), trained_steps(two_stage)]
+    if None in ends:
+        return None
+    length = min(ends)  # type: ignore[type-var]
+    at: list[float] = []
+    for row in (mixed, two_stage):
+        before = [e for e in row["evals"] if e["step"] <= length]
+        if not before:
+            return None
+        at.append(max(before, key=lambda e: e["step"])["qa_ood"])
+    return at[0] - at[1], length
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per trial: mean and spread (population std) over seeds of each strategy's accuracies and
-    of the gap (mixed QA-OOD − two-stage QA-OOD, paired by seed)."""
+    of the gap (mixed QA-OOD − two-stage QA-OOD, paired by seed), the gap at equal steps
+    (:func:`equal_steps_gap`) and each strategy's training length."""
     summary = []
     for trial in dict.fromkeys(row["trial"] for row in rows):
         entry: dict[str, Any] = {"trial": trial}
@@ -305,6 +332,14 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         gaps = [s["mixed"]["qa_ood"] - s["two-stage"]["qa_ood"] for s in by_seed.values() if len(s) == 2]
         if gaps:
             entry["gap"] = (statistics.fmean(gaps), statistics.pstdev(gaps))
+        paired = [equal_steps_gap(s["mixed"], s["two-stage"]) for s in by_seed.values() if len(s) == 2]
+        paired = [p for p in paired if p is not None]
+        if paired:
+            entry["gap_equal_steps"] = (statistics.fmean(g for g, _ in paired), statistics.pstdev(g for g, _ in paired))
+            entry["equal_steps"] = sorted({step for _, step in paired})
+        lengths = {strategy: sorted({n for s in by_seed.values() if strategy in s for n in [trained_steps(s[strategy])] if n})
+                   for strategy in STRATEGIES}
+        entry["steps"] = {strategy: values for strategy, values in lengths.items() if values}
         entry["seeds"] = len(by_seed)
         seconds = [r["seconds"] for r in rows if r["trial"] == trial and r["seconds"]]
         entry["train_seconds"] = sum(seconds)
