@@ -308,3 +308,20 @@ def test_a_second_writer_of_the_same_output_refuses_and_ctrl_c_leaves_a_resumabl
     assert reference.returncode == 0, reference.stderr
     expected, actual = _tensors(tmp_path / "reference"), _tensors(out)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)  # interrupted and resumed = uninterrupted
+
+
+def test_a_run_without_its_bar_prints_one_line_per_evaluation(world_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A background run (a sweep's ``--no-progress``) still shows where it is: each evaluation
+    along training is one line on stderr with the step and the accuracies the manifest records;
+    with progress off (what ``reproduce``'s workers use: the study shows their progress) nothing."""
+    config = TrainConfig(strategy="two-stage", bio_steps=6, qa_steps=4, batch_size=4, warmup_steps=1, eval_every=4)
+    mr.train_run(world_dir, tmp_path / "quiet", mr.ModelConfig("micro"), config, device="cpu", progress=False)
+    assert "train two-stage:" not in capsys.readouterr().err
+    run = mr.train_run(world_dir, tmp_path / "run", mr.ModelConfig("micro"), config, device="cpu", progress="lines")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train two-stage:")]
+    evals = run.directory.manifest["training"]["evals"]
+    assert [e["step"] for e in evals] == [4, 6, 8, 10]
+    assert len(lines) == len(evals)
+    for line, e in zip(lines, evals, strict=True):
+        assert line.startswith(f"train two-stage: step {e['step']:,}/10 ({e['phase']}), BIO {100 * e['bio']:.1f}%, "
+                               f"QA-ID {100 * e['qa_id']:.1f}%, QA-OOD {100 * e['qa_ood']:.1f}%, ")

@@ -131,7 +131,7 @@ def train_base(
     waiting = False
     while True:
         try:
-            return train_run(world_path, out, model, training, preset=preset, device=device, progress=progress)
+            return train_run(world_path, out, model, training, preset=preset, device=device, progress=progress or "lines")
         except OutputBusyError:
             if not waiting:
                 print(f"waiting for {out}: another process is pre-training this base; it is reused once it ends", file=sys.stderr, flush=True)
@@ -173,7 +173,7 @@ def run_trial(trial: Trial, seed: int, strategy: str, root: Path, device: str | 
         twin = _finished_twin(root, run_config(ArtifactDir.open(world_path), model, train, trial.preset))
         if twin is not None:
             return twin
-    return train_run(world_path, out, model, train, preset=trial.preset, device=device, progress=progress)
+    return train_run(world_path, out, model, train, preset=trial.preset, device=device, progress=progress or "lines")
 
 
 def run_sweep(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -211,6 +212,13 @@ StepCallback = Callable[[TrainState], None]
 Evaluator = Callable[[HookedTransformer], dict[str, float]]  # accuracies by metric (bio, qa_id, qa_ood)
 
 
+def progress_line(strategy: str, state: TrainState, total: int, scores: dict[str, object]) -> str:
+    """One line of a run trained without its progress bar: where it is and what it knows."""
+    known = ", ".join(f"{key.replace('_', '-').upper()} {100 * float(value):.1f}%" for key, value in scores.items()
+                      if key in ("bio", "qa_id", "qa_ood"))
+    return f"train {strategy}: step {state.step:,}/{total:,} ({scores.get('phase')}), {known}, {state.seconds:.0f} s"
+
+
 @deterministic()
 def train(
     model: HookedTransformer,
@@ -218,12 +226,16 @@ def train(
     config: TrainConfig,
     pad: int,
     checkpoint_path: Path | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     on_step: StepCallback | None = None,
     tracer: TrainingTracer | None = None,
     evaluator: Evaluator | None = None,
 ) -> TrainState:
     """Train ``model`` in place; resume from ``checkpoint_path`` if it exists; return the state.
+
+    ``progress``: True draws a bar; ``"lines"`` (a run in the background, whose log is a file)
+    prints one line to stderr per evaluation instead; False shows nothing (a caller that shows
+    progress itself, as ``reproduce`` does from its workers' steps).
 
     ``examples`` maps ``"bio"`` and ``"qa"`` to encoded training examples. ``on_step`` is called
     after every step (tests use it to interrupt a run). ``evaluator`` is called at the end of
@@ -261,7 +273,7 @@ def train(
         state.threads = torch.get_num_threads()
     # a run resumed under another --jobs or --threads would drift from the uninterrupted one in its
     # last bits, and then by whole points of accuracy: it finishes with the count it began with
-    with threads(state.threads), Progress(*columns, disable=not progress) as bar:
+    with threads(state.threads), Progress(*columns, disable=progress is not True) as bar:
         task = bar.add_task(f"train {config.strategy}", total=total, completed=state.step, losses="")
         while state.step < total and state.phase < len(phases):
             started = time.perf_counter()
@@ -346,6 +358,8 @@ def train(
             )
             if evaluator is not None and (phase_over or (config.eval_every and state.step % config.eval_every == 0)):
                 state.evals.append({"step": state.step, "phase": phase.name, **evaluator(model)})
+                if progress == "lines":
+                    print(progress_line(config.strategy, state, total, state.evals[-1]), file=sys.stderr, flush=True)
             if phase_over:
                 state.phase_ends.append(state.step)
                 state.phase, state.phase_start = state.phase + 1, state.step
