@@ -143,7 +143,7 @@ def main() -> None:
             lines += ["", "Trajectories (step: BIO / QA-ID / QA-OOD %, from each run's evaluations along training):", ""]
             for row in traced:
                 points = ", ".join(f"{e['step']}: {100 * e['bio']:.1f} / {100 * e['qa_id']:.1f} / {100 * e['qa_ood']:.1f}" for e in row["evals"])
-                lines.append(f"- `{row['trial']}` {row['strategy']}: {points}")
+                lines.append(f"- `{row['trial']}` {row['strategy']} s{row['seed']}: {points}")
         by_attribute = [row for row in rows if row.get("qa_ood_by_attribute")]
         if by_attribute:
             from mechrecall.data.templates import ATTRIBUTE_LABELS, ATTRIBUTES
