@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformer_lens import HookedTransformer
@@ -215,7 +215,7 @@ def train_run(
     preset: str | None = None,
     overwrite: bool = False,
     device: str | None = None,
-    progress: bool | str = True,
+    progress: bool | Literal["lines"] = True,
     on_step: StepCallback | None = None,
     trace: TraceConfig | None = None,
 ) -> Run:
@@ -239,7 +239,7 @@ def train_run(
 
 def _train_run_locked(
     world_path: Path | str, out: Path, model_config: ModelConfig, train_config: TrainConfig, preset: str | None, overwrite: bool,
-    device: str, progress: bool | str, on_step: StepCallback | None, trace: TraceConfig | None,
+    device: str, progress: bool | Literal["lines"], on_step: StepCallback | None, trace: TraceConfig | None,
 ) -> Run:
     world_dir = ArtifactDir.open(Path(world_path))
     if not world_dir.complete:
@@ -272,7 +272,7 @@ def _train_run_locked(
 
 
 def _finish_training(
-    run: Run, train_config: TrainConfig, device: str, progress: bool | str, on_step: StepCallback | None, trace: TraceConfig | None
+    run: Run, train_config: TrainConfig, device: str, progress: bool | Literal["lines"], on_step: StepCallback | None, trace: TraceConfig | None
 ) -> Run:
     world = run.world()
     model = models.model_from_spec(run.spec(), run.tokenizer(), device=device)

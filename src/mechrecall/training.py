@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from rich.progress import (
@@ -226,7 +226,7 @@ def train(
     config: TrainConfig,
     pad: int,
     checkpoint_path: Path | None = None,
-    progress: bool | str = True,
+    progress: bool | Literal["lines"] = True,
     on_step: StepCallback | None = None,
     tracer: TrainingTracer | None = None,
     evaluator: Evaluator | None = None,
