@@ -127,3 +127,25 @@ def test_a_failing_step_stops_every_other_worker(tmp_path: Path) -> None:
     assert (tmp_path / "training.started").exists() and (tmp_path / "analysis.started").exists()
     assert not (tmp_path / "training.finished").exists()
     assert not (tmp_path / "analysis.finished").exists()
+
+
+def test_the_core_count_is_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study pinned to one core (``taskset -c 1``, a container's cpuset) gives each training
+    one thread and runs one step at a time, instead of sizing itself by the whole machine."""
+    import os
+
+    from mechrecall import reproduce
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert reproduce.usable_cores() == 1
+    assert reproduce.default_jobs("cpu") == 1
+    assert reproduce.training_threads({}, workers=1, cores=reproduce.usable_cores()) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert reproduce.usable_cores() == 3 and reproduce.default_jobs("cpu") == 2
+
+    def no_affinity(pid: int) -> set[int]:
+        raise OSError("not on this platform")
+
+    monkeypatch.setattr(os, "sched_getaffinity", no_affinity, raising=False)
+    assert reproduce.usable_cores() == 8

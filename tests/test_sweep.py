@@ -202,7 +202,7 @@ def test_a_sweep_waits_for_a_base_another_process_is_pre_training(tmp_path: Path
         assert worker.is_alive() and "rows" not in result  # waiting, not failed
     worker.join(timeout=300)
     assert not worker.is_alive() and len(result["rows"]) == 1 and (out / "model.safetensors").exists()
-    assert "another process is pre-training this base" in capsys.readouterr().err
+    assert "another process holds this base" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "fragment"), [

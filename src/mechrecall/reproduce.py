@@ -428,14 +428,23 @@ def training_threads(job: dict[str, Any], workers: int, cores: int) -> int:
     return cores if job.get("alone") else max(1, cores // workers)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the platform has one
+    (``taskset``, a container's cpuset), else every core of the machine."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def default_jobs(device: str | None) -> int:
     """Side-by-side steps: on a CPU with several cores, small models train faster as one
     single-threaded process per run than as one multi-threaded process after another."""
-    import os
-
     from mechrecall.runs import resolve_device
 
-    return max(1, min(2, os.cpu_count() or 1)) if resolve_device(device) == "cpu" else 1
+    return min(2, usable_cores()) if resolve_device(device) == "cpu" else 1
 
 
 def run_side_by_side(
@@ -448,11 +457,10 @@ def run_side_by_side(
     use the core its training freed while the other training goes on. A step found cached when
     its turn comes is skipped. Returns each step's outcome; ``finish`` records each finished one."""
     import multiprocessing
-    import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     members = {step.id for step in batch}
     outcomes: dict[str, StepOutcome] = {}
     waiting = list(batch)

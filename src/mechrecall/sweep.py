@@ -134,7 +134,7 @@ def train_base(
             return train_run(world_path, out, model, training, preset=preset, device=device, progress=progress or "lines")
         except OutputBusyError:
             if not waiting:
-                print(f"waiting for {out}: another process is pre-training this base; it is reused once it ends", file=sys.stderr, flush=True)
+                print(f"waiting for {out}: another process holds this base (pre-training it, or opening the finished one); it is reused once that ends", file=sys.stderr, flush=True)
                 waiting = True
             time.sleep(BASE_POLL_SECONDS)
 
