@@ -87,8 +87,7 @@ def main() -> None:
             parser.exit(2, f"error: {error}\n")
         except KeyboardInterrupt:
             parser.exit(130, "interrupted: finished runs and the checkpoint of the one training are kept; run the same command again to resume\n")
-    measured_here = {(r["trial"], r["seed"], r["strategy"]) for r in rows}
-    rows = [r for r in kept_rows if (r["trial"], r["seed"], r["strategy"]) not in measured_here] + rows
+    rows = unique_rows([*kept_rows, *rows])
     summary = summarize(rows)
     write_json_atomic(args.root / "summary.json", summary)
     write_figure(summary_figure(summary), args.root / "summary.html")
@@ -125,9 +124,7 @@ def main() -> None:
                 row["settings"] = effective_settings(Path(row["run"]))
             if not row.get("qa_ood_by_attribute") and (Path(row["run"]) / "metrics.json").is_file():
                 row["qa_ood_by_attribute"] = json.loads((Path(row["run"]) / "metrics.json").read_text())["qa_ood"].get("by_attribute")
-        settings = {}
-        for row in rows:
-            settings.setdefault(row["trial"], row.get("settings", "not recorded"))
+        settings = trial_settings(rows)
         lines = ["| trial | " + " | ".join(columns) + " | steps mixed / 2s (equal at) | seeds | train s |", "|---" * (len(columns) + 4) + "|"]
         for entry in summary:
             lines.append(f"| {entry['trial']} | " + " | ".join(cell(entry, k) for k in columns.values())
@@ -197,6 +194,42 @@ def unfinished(root: Path) -> list[str]:
                     if last else "no evaluation yet")
         found.append(f"`{run.parent.name}/{run.name}` (stopped at step {state['step']}; {measured}); settings: {effective_settings(run)}")
     return found
+
+
+def unique_rows(rows: list[dict]) -> list[dict]:
+    """One row per (trial, seed, strategy), the last one given winning (the rows measured here
+    over the kept ones, a later --rows file over an earlier one), in the order first seen."""
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        latest[(row["trial"], row["seed"], row["strategy"])] = row
+    return list(latest.values())
+
+
+def reused_from(row: dict) -> str | None:
+    """The trial whose sweep made this row's run, where that is another trial (a twin reused:
+    trained with the same settings where they apply to its strategy); None for its own run."""
+    run = Path(row["run"])
+    sweep_run = run.name == f"{row['strategy']}-s{row['seed']}"
+    return run.parent.name if sweep_run and run.parent.name != row["trial"] else None
+
+
+def trial_settings(rows: list[dict]) -> dict[str, str]:
+    """Each trial's settings, read from a run the trial made itself: a reused twin was made with
+    its own trial's settings of the other strategy, so it is named, not described."""
+    own: dict[str, str] = {}
+    other: dict[str, str] = {}
+    twins: dict[str, set[str]] = {}
+    for row in rows:
+        made_by = reused_from(row)
+        (other if made_by else own).setdefault(row["trial"], row.get("settings", "not recorded"))
+        if made_by:
+            twins.setdefault(row["trial"], set()).add(f"{row['strategy']} runs of `{made_by}`")
+    settings = {}
+    for trial in dict.fromkeys(row["trial"] for row in rows):
+        settings[trial] = own.get(trial, other.get(trial, "not recorded"))
+        if trial in twins:
+            settings[trial] += f"; reuses the {', '.join(sorted(twins[trial]))} (the same settings for that strategy)"
+    return settings
 
 
 def effective_settings(run: Path) -> str:

@@ -362,3 +362,40 @@ def test_the_gap_at_equal_steps_reads_both_strategies_at_the_shorter_runs_length
     assert entry["gap_equal_steps"][1] == pytest.approx(abs(by_hand[0] - by_hand[1]) / 2)  # population std of two values
     assert entry["gap"][0] == pytest.approx((0.25 - 0.15 + 0.29 - 0.13) / 2)
     assert entry["steps"] == {"mixed": [12000], "two-stage": [3500]} and entry["equal_steps"] == [3500]
+
+
+def test_rows_given_twice_are_counted_once_and_a_twins_settings_are_not_the_trials(tmp_path: Path) -> None:
+    """The page is rebuilt from the kept rows plus the new machine's results.json, which holds the
+    same rows again: each (trial, seed, strategy) is one row (its training seconds were summed
+    twice), the later measurement wins, and a trial that reused another trial's mixed run is
+    described by its own two-stage run's settings, the twin named."""
+    import json
+    import subprocess
+    import sys
+
+    def row(trial: str, strategy: str, run: str, ood: float, settings: str, seconds: float) -> dict:
+        made = _row(strategy, 0, [(3000, ood)])
+        return {**made, "trial": trial, "run": run, "settings": settings, "seconds": seconds}
+
+    mixed = row("long", "mixed", "runs/sweep/long/mixed-s0", 0.30, "mixed 12,000 / 2,000 + 1,500", 100.0)
+    kept = [mixed, row("long", "two-stage", "runs/sweep/long/two-stage-s0", 0.15, "mixed 12,000 / 2,000 + 1,500", 10.0),
+            {**mixed, "trial": "gentle", "settings": "mixed 12,000 / 2,000 + 1,500"},
+            row("gentle", "two-stage", "runs/sweep/gentle/two-stage-s0", 0.11, "mixed 12,000 / 2,000 + 10,000", 40.0)]
+    newer = [{**kept[1], "qa_ood": 0.16}]
+    first, second = tmp_path / "kept.json", tmp_path / "results.json"
+    first.write_text(json.dumps({"rows": kept, "stopped": []}))
+    second.write_text(json.dumps({"rows": [*kept, *newer], "stopped": []}))
+    page = tmp_path / "page.md"
+    script = Path(__file__).parents[1] / "analyses" / "sweep.py"
+    done = subprocess.run([sys.executable, str(script), "--table-only", "--root", str(tmp_path / "none"), "--rows", str(first),
+                           "--rows", str(second), "--markdown", str(page)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(page.with_suffix(".json").read_text())["rows"]
+    assert [(r["trial"], r["strategy"]) for r in rows] == [("long", "mixed"), ("long", "two-stage"), ("gentle", "mixed"), ("gentle", "two-stage")]
+    assert rows[1]["qa_ood"] == 0.16
+    table = {line.split(" | ")[0].lstrip("| "): line for line in page.read_text().splitlines() if line.startswith("| long") or line.startswith("| gentle")}
+    assert table["long"].endswith("| 1 | 110 |") and table["gentle"].endswith("| 1 | 140 |")
+    assert " | 14.0 ± 0.0 | " in table["long"] and " | 19.0 ± 0.0 | " in table["gentle"]  # the gaps: 30 − 16, 30 − 11
+    lines = page.read_text().splitlines()
+    assert "- `long`: mixed 12,000 / 2,000 + 1,500" in lines
+    assert "- `gentle`: mixed 12,000 / 2,000 + 10,000; reuses the mixed runs of `long` (the same settings for that strategy)" in lines
