@@ -399,3 +399,33 @@ def test_rows_given_twice_are_counted_once_and_a_twins_settings_are_not_the_tria
     lines = page.read_text().splitlines()
     assert "- `long`: mixed 12,000 / 2,000 + 1,500" in lines
     assert "- `gentle`: mixed 12,000 / 2,000 + 10,000; reuses the mixed runs of `long` (the same settings for that strategy)" in lines
+
+
+def test_the_gap_against_two_stage_at_its_best_kept_evaluation() -> None:
+    """Two-stage at lr 3e-5 passes through a QA-OOD peak before QA-ID is fitted and then forgets:
+    the conservative gap reads it at its best evaluation that meets QA-ID ≥ 95% and BIO ≥ 90%
+    (never one of its BIO stage, never one that fails either precondition)."""
+    from mechrecall.sweep import best_kept_qa_ood
+
+    def point(step: int, phase: str, bio: float, qa_id: float, ood: float) -> dict:
+        return {"step": step, "phase": phase, "bio": bio, "qa_id": qa_id, "qa_ood": ood}
+
+    two_stage = {**_row("two-stage", 0, [(12000, 0.107)]), "evals": [
+        point(2000, "bio", 1.0, 0.089, 0.30),    # BIO stage: not a two-stage model yet
+        point(3000, "qa", 0.995, 0.704, 0.213),  # the peak, QA-ID not fitted
+        point(6000, "qa", 0.928, 1.0, 0.150),    # the best that keeps both
+        point(7000, "qa", 0.95, 0.949, 0.160),   # QA-ID just short
+        point(9000, "qa", 0.874, 1.0, 0.110),    # forgot
+        point(12000, "qa", 0.856, 1.0, 0.107),
+    ]}
+    assert best_kept_qa_ood(two_stage) == (0.150, 6000)
+    assert best_kept_qa_ood({**two_stage, "evals": two_stage["evals"][:2]}) is None
+    assert best_kept_qa_ood({**two_stage, "evals": []}) is None
+    tie = {**two_stage, "evals": [point(3000, "qa", 0.95, 1.0, 0.15), point(3500, "qa", 0.95, 1.0, 0.15)]}
+    assert best_kept_qa_ood(tie) == (0.15, 3000)  # the earlier of equals
+    mixed = [_row("mixed", seed, [(12000, ood)]) for seed, ood in enumerate((0.305, 0.248))]
+    other = {**two_stage, "seed": 1, "evals": [point(3000, "qa", 0.95, 1.0, 0.145), point(3500, "qa", 0.945, 1.0, 0.138)]}
+    [entry] = summarize([*mixed, two_stage, other])
+    gaps = (0.305 - 0.150, 0.248 - 0.145)
+    assert entry["gap_best_kept"] == pytest.approx(((gaps[0] + gaps[1]) / 2, abs(gaps[0] - gaps[1]) / 2))
+    assert entry["best_kept_steps"] == [3000, 6000]

@@ -313,10 +313,27 @@ def equal_steps_gap(mixed: dict[str, Any], two_stage: dict[str, Any]) -> tuple[f
     return at[0] - at[1], length
 
 
+def best_kept_qa_ood(row: dict[str, Any]) -> tuple[float, int] | None:
+    """The two-stage model at its strongest: the highest QA-OOD of any evaluation along its QA
+    stage at which it still meets the study's preconditions (QA-ID ≥ 95%, BIO ≥ 90%), and that
+    evaluation's step. Chosen on the held-out people themselves, it is an upper bound on what
+    two-stage training could show, so a gap read against it is the conservative one. None when
+    no evaluation meets them (or the row has none)."""
+    from mechrecall.report import QA_ID_MINIMUM
+    from mechrecall.report.table import KEEPS_FACTS
+
+    kept = [e for e in row.get("evals") or [] if e.get("phase") != "bio" and e["qa_id"] >= QA_ID_MINIMUM and e["bio"] >= KEEPS_FACTS]
+    if not kept:
+        return None
+    best = max(kept, key=lambda e: (e["qa_ood"], -e["step"]))
+    return best["qa_ood"], best["step"]
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per trial: mean and spread (population std) over seeds of each strategy's accuracies and
     of the gap (mixed QA-OOD − two-stage QA-OOD, paired by seed), the gap at equal steps
-    (:func:`equal_steps_gap`) and each strategy's training length."""
+    (:func:`equal_steps_gap`), the gap against two-stage at its best evaluation that keeps the
+    preconditions (:func:`best_kept_qa_ood`) and each strategy's training length."""
     summary = []
     for trial in dict.fromkeys(row["trial"] for row in rows):
         entry: dict[str, Any] = {"trial": trial}
@@ -337,6 +354,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if paired:
             entry["gap_equal_steps"] = (statistics.fmean(g for g, _ in paired), statistics.pstdev(g for g, _ in paired))
             entry["equal_steps"] = sorted({step for _, step in paired})
+        strongest = [(s["mixed"]["qa_ood"], best_kept_qa_ood(s["two-stage"])) for s in by_seed.values() if len(s) == 2]
+        strongest = [(ood, best) for ood, best in strongest if best is not None]
+        if strongest:
+            entry["gap_best_kept"] = (statistics.fmean(o - b for o, (b, _) in strongest), statistics.pstdev(o - b for o, (b, _) in strongest))
+            entry["best_kept_steps"] = sorted({step for _, (_, step) in strongest})
         lengths = {strategy: sorted({n for s in by_seed.values() if strategy in s for n in [trained_steps(s[strategy])] if n})
                    for strategy in STRATEGIES}
         entry["steps"] = {strategy: values for strategy, values in lengths.items() if values}
