@@ -139,7 +139,12 @@ def main() -> None:
                   "model's highest QA-OOD at any evaluation of its QA stage where it still meets the preconditions "
                   "(QA-ID ≥ 95%, BIO ≥ 90%; the step in brackets). It is chosen on the held-out people, so it is "
                   "the strongest two-stage model the run passed through: an upper bound for two-stage, and the "
-                  "conservative gap. Its resolution is the evaluation interval (`eval_every`)."]
+                  "conservative gap. Its resolution is the evaluation interval (`eval_every`).",
+                  "", "The 1% reset columns reset 1% of every tensor's elements, drawn at random (3 draws), to θ_pre: "
+                  "a check that θ_pre is not noise. It is not the precondition of the study's report, which "
+                  "draws 1% of all elements with as many per tensor as the shared set S has (`mechrecall ablate`, "
+                  "from the run's gradient trace, which a sweep run does not record); where S sits in few "
+                  "tensors, that reset falls on a larger share of them and can cost more."]
         lines += ["", "Settings of each trial, read from its runs' manifests (θ_pre: the base's own world, model and training):", ""]
         lines += [f"- `{name}`: {values}" for name, values in settings.items()]
         traced = [row for row in rows if row.get("evals")]
