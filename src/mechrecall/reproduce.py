@@ -60,7 +60,7 @@ from mechrecall.runs import resolve_device
 
 LEDGER = "steps.json"
 KIND = "study"
-REPORT_FORMAT = 7  # part of the report step's key: bump when the report's content changes
+REPORT_FORMAT = 8  # part of the report step's key: bump when the report's content changes
 
 Hashes = dict[str, str]
 Report = Callable[[int, int], None]  # (done, total) of the running step
@@ -253,12 +253,23 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
     return steps
 
 
+def world_line(study: StudyConfig) -> str:
+    """The studied world and model as run (after any --set), not as the preset describes them."""
+    world = study.world
+    bios = f"{world.bio_per_person} BIO{'s' if world.bio_per_person != 1 else ''} each" + (", permuted" if world.permute else "") + (
+        ", the full name in every sentence" if world.fullname else ", pronouns after the first sentence")
+    return (f"World: {world.people:,} people, {bios}; QA of {world.qa_id_fraction:.0%} of them trained (in-distribution), "
+            f"the rest held out; model: {study.model.name}.")
+
+
 def preamble(config: ReproduceConfig, study: StudyConfig, out: Path) -> list[str]:
     train, base = study.train, study.base
     lines = [
         "`mechrecall reproduce --preset " + config.preset + "".join(f" --seed {s}" for s in config.seeds)
-        + "".join(f" --set {key}={json.dumps(value)}" for key, value in config.overrides.items()) + f"`: {study.description}.",
-        f"World: {study.world.people:,} people, {study.world.bio_per_person} BIO(s) each; model: {study.model.name}.",
+        + "".join(f" --set {key}={json.dumps(value)}" for key, value in config.overrides.items()) + "`: "
+        + (f"the {config.preset} preset ({study.description}) with the settings set above changed." if config.overrides
+           else f"{study.description}."),
+        world_line(study),
     ]
     if base.pretrained:
         metrics = _base_metrics(out)
