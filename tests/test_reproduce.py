@@ -108,12 +108,16 @@ def test_each_step_started_after_the_steps_it_reads_had_ended(study: Path) -> No
     one before it in its run, and never more than two at once."""
     ledger = json.loads((study / LEDGER).read_text())
     span = {step: (record["started"], record["started"] + record["seconds"]) for step, record in ledger.items()}
+    # the ledger rounds "started" and "seconds" to 10 ms each: an end read from it is off by up to
+    # 10 ms and a start by up to 5 ms, so "after" holds to within 20 ms (at 10 ms it failed on a
+    # graft that ended as its run's ablation began: 43.62 ≥ 43.63 − 0.01 in floating point)
+    slack = 0.02
     for seed in range(2):
         for strategy in ("mixed", "two-stage"):
             chain = [f"s{seed}/world", "base/train"] + [f"s{seed}/{strategy}/{name}" for name in STEPS_PER_RUN]
             for before, after in [(chain[0], chain[2]), *zip(chain[1:], chain[2:])]:
-                assert span[after][0] >= span[before][1] - 0.01, (before, after)
-    assert span["report"][0] >= max(end for step, (_, end) in span.items() if step != "report") - 0.01
+                assert span[after][0] >= span[before][1] - slack, (before, after)
+    assert span["report"][0] >= max(end for step, (_, end) in span.items() if step != "report") - slack
     moments = sorted(start for start, _ in span.values())  # the ledger rounds to 10 ms
     assert max(sum(start <= moment < end - 0.02 for start, end in span.values()) for moment in moments) <= 2
     last_run = json.loads((study / "manifest.json").read_text())["last_run"]
