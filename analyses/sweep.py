@@ -58,7 +58,7 @@ def main() -> None:
             record = json.loads(path.read_text())
             kept_rows += record["rows"]
             kept_stopped += record.get("stopped", [])
-            [(r["trial"], r["seed"], r["strategy"]) for r in record["rows"]]  # every row names its run
+            [(r["trial"], r["seed"], r["strategy"], r["run"]) for r in record["rows"]]  # every row names its trial, seed, strategy and run
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
             parser.exit(2, f"error: --rows {path}: not the rows of a sweep table ({type(error).__name__}): give the .json written beside a --markdown page\n")
     if args.markdown is not None and args.markdown.with_suffix(".json").exists():  # never overwrite a file that is not a table's rows

@@ -332,6 +332,11 @@ def test_sweep_script_never_overwrites_a_json_beside_the_page_that_is_not_its_ro
     bad.write_text(json.dumps({"rows": [{"seed": 0}]}))
     refused = subprocess.run([sys.executable, str(script), "--table-only", "--rows", str(bad)], capture_output=True, text=True)
     assert refused.returncode == 2 and "not the rows of a sweep table" in refused.stderr and "Traceback" not in refused.stderr
+    bad.write_text(json.dumps({"rows": [{"trial": "t", "seed": 0, "strategy": "mixed"}]}))  # no run: the page could not name its settings
+    refused = subprocess.run([sys.executable, str(script), "--table-only", "--rows", str(bad), "--markdown", str(tmp_path / "p.md")],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "not the rows of a sweep table" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "p.md").exists() and not (tmp_path / "p.json").exists()
 
 
 def _row(strategy: str, seed: int, evals: list[tuple[int, float]]) -> dict:
