@@ -501,17 +501,17 @@ def test_timing_reads_the_schedule_the_study_ran(study: Path, tmp_path: Path) ->
 
 
 def test_the_report_describes_the_world_as_run_after_set(tmp_path: Path) -> None:
-    """`--set bio_per_person=1 …` on the tiny preset: the report's opening no longer presents the
-    preset's own description (3 augmented BIOs) as what was run, and its world line says what was."""
+    """`--set bio_per_person=3 …` on the tiny preset: the report's opening no longer presents the
+    preset's own description (one BIO each) as what was run, and its world line says what was."""
     from mechrecall.reproduce import ReproduceConfig, preamble
 
-    changed = ReproduceConfig(preset="tiny", overrides={"bio_per_person": 1, "permute": False, "fullname": False, "qa_id_fraction": 0.9})
+    changed = ReproduceConfig(preset="tiny", overrides={"bio_per_person": 3, "permute": True, "fullname": True, "qa_id_fraction": 0.5})
     first, world = preamble(changed, changed.study(), tmp_path)[:2]
-    assert first.startswith("`mechrecall reproduce --preset tiny --seed 0 --set bio_per_person=1 --set permute=false")
+    assert first.startswith("`mechrecall reproduce --preset tiny --seed 0 --set bio_per_person=3 --set permute=true")
     assert first.endswith("with the settings set above changed.") and "the tiny preset (CPU default" in first
-    assert world == ("World: 1,000 people, 1 BIO each, pronouns after the first sentence; QA of 90% of them trained "
-                     "(in-distribution), the rest held out; model: tiny-h16.")
+    assert world.startswith("World: 1,000 people, 3 BIOs each, permuted, the full name in every sentence; QA of 50% of them trained")
     plain = ReproduceConfig(preset="tiny")
     first, world = preamble(plain, plain.study(), tmp_path)[:2]
     assert first.endswith(f"`: {plain.study().description}.")
-    assert world.startswith("World: 1,000 people, 3 BIOs each, permuted, the full name in every sentence; QA of 50% of them trained")
+    assert world == ("World: 1,000 people, 1 BIO each, pronouns after the first sentence; QA of 90% of them trained "
+                     "(in-distribution), the rest held out; model: tiny-h16.")

@@ -104,8 +104,9 @@ def test_strategy_gap_bad_input_is_one_line_and_writes_nothing(args: list[str], 
 
 def test_small_is_the_tiny_recipe_at_a_larger_scale() -> None:
     """The GPU preset changes the scale (people, model, batch), never the recipe: the same world
-    augmentation, the same base recipe, the same learning rates and decays; and each studied
-    world has the augmentation its base was pre-trained on."""
+    augmentation, the same base recipe, the same learning rates and decays. At both scales the base
+    is pre-trained on other people's augmented BIOs (varied text), and the studied world is the
+    single-BIO world of the sweep's best trial, where mixed training leads."""
     from mechrecall.config import MODEL_SIZES, PRESETS
 
     tiny, small = PRESETS["tiny"], PRESETS["small"]
@@ -113,7 +114,8 @@ def test_small_is_the_tiny_recipe_at_a_larger_scale() -> None:
     assert recipe(small.world) == recipe(tiny.world) and small.world.people > tiny.world.people
     for study in (tiny, small):
         base = study.base.world()
-        assert (base.bio_per_person, base.permute, base.fullname) == recipe(study.world)[:3]
+        assert (base.bio_per_person, base.permute, base.fullname) == (3, True, True)
+        assert recipe(study.world) == (1, False, False, 0.9) and base.population != study.world.population
     for field in ("strategy", "lr", "weight_decay", "qa_lr", "qa_weight_decay", "qa_share", "warmup_steps", "min_lr_ratio", "l1_to_base"):
         assert getattr(small.train, field) == getattr(tiny.train, field), field
     for field in ("recipe", "lr", "weight_decay", "qa_share", "bio_per_person", "permute", "fullname"):
@@ -124,6 +126,8 @@ def test_small_is_the_tiny_recipe_at_a_larger_scale() -> None:
     # the passes over the BIO texts in the BIO stage are the same at both scales
     passes = [s.train.bio_steps * s.train.batch_size / (s.world.people * s.world.bio_per_person) for s in (tiny, small)]
     assert passes[1] == pytest.approx(passes[0], rel=0.01)
+    mixed = [s.train.steps * s.train.batch_size / s.world.people for s in (tiny, small)]
+    assert mixed[1] == pytest.approx(mixed[0], rel=0.01)
 
 
 def test_gpu_sweep_script_shares_a_base_and_brings_back_every_row(tmp_path: Path) -> None:

@@ -288,27 +288,31 @@ class StudyConfig:
 
 
 PRESETS: dict[str, StudyConfig] = {
-    # Chosen from the sweep of docs/sweep.md (seed 0, tiny-h16, one CPU core per training): with a
-    # base pre-trained on 1,000 other people with the mixed recipe (BIO + QA of half of them: it can extract
-    # facts before the study starts), fine-tuning at lr 1e-3 and weight decay 0.1 moves the weights
-    # by 0.36 × ‖θ_pre‖ and resetting 1% of elements at random keeps 95% of mixed QA-OOD (38.5%).
-    # Two-stage's QA stage at lr 1e-3 erased its biographies (BIO 37%); at lr 1e-4 with weight
-    # decay 0.01 it keeps them (87% on the single-BIO world). A random θ_pre and the old recipe
-    # (wd 1.0, 12k steps from scratch) remain measurable with --set base_recipe=random.
-    # Lengths for the 45-minute first command (trial fast-b6k of docs/sweep.md): a 6,000-step base
-    # instead of 12,000 (its own QA-OOD 41.3% instead of 53.8%), mixed 4,500 steps (QA-OOD plateaus
-    # by 4,000 on the longer base: trial mixB-lr1e-3), two-stage 2,000 BIO steps (BIO is 100% at
-    # their end) and 1,500 QA steps: at lr 1e-4 QA-ID is 99.9% after 500 QA steps and each further
-    # one erodes BIO (trial single-mixB-lr1e-3-qa1e-4; fast-b6k ends 2,500 QA steps at BIO 91.7%).
-    # The longer recipe: --set base_steps=12000 --set steps=6000 --set bio_steps=3000 --set qa_steps=3000.
+    # Chosen from the sweep of docs/sweep-2.md (tiny-h16, one CPU core per training). The base: pre-trained
+    # with the mixed recipe (BIO + the QA of half of them, QA share 0.8) on 1,000 other people with 3
+    # augmented BIOs each (varied text, as a released checkpoint has seen), 6,000 steps at lr 1e-3,
+    # wd 1.0 (its own QA-OOD 41.3%).
+    # The studied world: ONE BIO per person, pronouns after the first sentence, QA of 90% of people
+    # trained. On the 3-BIO world of the earlier default, two-stage extracts more than mixed (gap
+    # -37.6 ± 1.6 over seeds 0-2, docs/strategy_gap.md: Allen-Zhu & Li's augmented regime); on this
+    # one mixed leads (trial single-id09-12k: +14.9 ± 2.6 over seeds 0-3, two-stage BIO 95.0 ± 0.4%,
+    # at 12,000 mixed steps). Mixed 9,000 steps instead of 12,000 for the 45-minute first command:
+    # in those 12k runs QA-OOD at step 9,000 was 31.2 / 25.8 / 32.8 / 29.0% (seeds 0-3, the
+    # trajectories of docs/sweep-2.md), within a point of the end (30.5 / 24.8 / 32.2 / 29.7%).
+    # Two-stage 2,000 BIO steps (BIO 100% at their end) + 1,500 QA steps at lr 1e-4, wd 0.01:
+    # QA-ID is fitted by then and BIO is kept (95%); longer or gentler QA stages forgot or peaked
+    # before QA-ID was fitted (single-id09-ts2k10k-lr3e5, single-id09-ts2k3k-lr3e5).
+    # The earlier default: --set bio_per_person=3 --set permute=true --set fullname=true
+    # --set qa_id_fraction=0.5 --set qa_share=0.8 --set steps=4500.
     "tiny": StudyConfig(
         name="tiny",
-        description="CPU default: 1,000 people with 3 augmented BIOs each (fresh templates, permuted, full name), "
-        "a 2-layer model of 16 heads fine-tuned from a base pre-trained (mixed recipe) on 1,000 other people",
-        world=WorldConfig(people=1_000, bio_per_person=3, permute=True, fullname=True),
+        description="CPU default: 1,000 people with one BIO each (pronouns after the first sentence, QA of 90% "
+        "of them trained), a 2-layer model of 16 heads fine-tuned from a base pre-trained (mixed recipe) on "
+        "1,000 other people with 3 augmented BIOs each",
+        world=WorldConfig(people=1_000, bio_per_person=1, permute=False, fullname=False, qa_id_fraction=0.9),
         model=ModelConfig(name="tiny-h16"),
         train=TrainConfig(
-            steps=4_500, bio_steps=2_000, qa_steps=1_500, qa_share=0.8, lr=1e-3, weight_decay=0.1, batch_size=64,
+            steps=9_000, bio_steps=2_000, qa_steps=1_500, qa_share=0.5, lr=1e-3, weight_decay=0.1, batch_size=64,
             qa_lr=1e-4, qa_weight_decay=0.01,
         ),
         base=BaseConfig(recipe="mixed", people=1_000, steps=6_000, lr=1e-3, weight_decay=1.0, qa_share=0.8, batch_size=64),
@@ -317,16 +321,17 @@ PRESETS: dict[str, StudyConfig] = {
     ),
     "small": StudyConfig(
         name="small",
-        description="single-GPU: the tiny recipe at a larger scale: 3,000 people with 3 augmented BIOs each, a "
-        "4-layer d_model=256 model of 32 heads fine-tuned from a base pre-trained (mixed recipe) on 3,000 other people",
-        # the tiny world's augmentation (it was a single-BIO, pronoun world before: not the same recipe);
-        # lengths keep tiny's passes over the data at batch 128 and 3× the people: 43 passes over the
-        # BIOs in the BIO stage, and a QA stage of 1,500 steps (QA-ID is fitted long before its end,
-        # and every further QA step erodes BIO)
-        world=WorldConfig(people=3_000, bio_per_person=3, permute=True, fullname=True),
+        description="single-GPU: the tiny recipe at a larger scale: 3,000 people with one BIO each (QA of 90% "
+        "of them trained), a 4-layer d_model=256 model of 32 heads fine-tuned from a base pre-trained (mixed "
+        "recipe) on 3,000 other people with 3 augmented BIOs each",
+        # lengths keep tiny's passes over the data at batch 128 and 3x the people: 128 passes over the
+        # BIOs in the BIO stage, mixed 13,500 steps (tiny's 9,000 x 64 examples per 1,000 people), a QA
+        # stage of 1,500 steps (QA-ID is fitted long before its end, and every further QA step erodes BIO).
+        # Not yet run: no GPU has been lent to this project's sessions.
+        world=WorldConfig(people=3_000, bio_per_person=1, permute=False, fullname=False, qa_id_fraction=0.9),
         model=ModelConfig(name="small"),
         train=TrainConfig(
-            steps=6_000, bio_steps=3_000, qa_steps=1_500, qa_share=0.8, lr=1e-3, weight_decay=0.1, batch_size=128,
+            steps=13_500, bio_steps=3_000, qa_steps=1_500, qa_share=0.5, lr=1e-3, weight_decay=0.1, batch_size=128,
             qa_lr=1e-4, qa_weight_decay=0.01,
         ),
         base=BaseConfig(recipe="mixed", people=3_000, steps=12_000, lr=1e-3, weight_decay=1.0, qa_share=0.8, batch_size=128),
