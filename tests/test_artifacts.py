@@ -86,3 +86,31 @@ def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_
     assert torch.equal(load_file(tmp_path / "0.safetensors")["b"], torch.arange(6.0).reshape(2, 3))
     with safe_open(str(tmp_path / "0.safetensors"), "pt") as handle:
         assert handle.metadata() == {k: str(i) for i, k in enumerate("pqrstuvw")}
+
+
+def _record_many(path: str, prefix: str, count: int) -> None:
+    from mechrecall.artifacts import ArtifactDir
+
+    directory = ArtifactDir.open(Path(path))  # opened once: its manifest in memory goes stale as the other writes
+    for index in range(count):
+        directory.write_json(f"{prefix}{index}.json", {"index": index})
+        directory.set_provenance(f"{prefix}{index}.json", {}, f"writer {prefix}")
+
+
+def test_two_processes_recording_into_one_directory_keep_each_others_entries(tmp_path: Path) -> None:
+    """A run's analyses run side by side in `reproduce`, each recording its files in the run's
+    manifest: every change rereads the manifest under a lock, so no entry of the other is lost."""
+    import multiprocessing
+
+    ArtifactDir.create(tmp_path, "run", {}, {})
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_record_many, args=(str(tmp_path), prefix, 40)) for prefix in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+    manifest = ArtifactDir.open(tmp_path).manifest
+    expected = {f"{prefix}{index}.json" for prefix in "ab" for index in range(40)}
+    assert set(manifest["files"]) == expected and set(manifest["provenance"]) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*expected, "manifest.json"])  # no lock or temporary left

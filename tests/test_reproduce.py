@@ -24,6 +24,10 @@ SECTIONS = (
     "MLP neurons (not in the study)", "Attention patterns", "Activation patching",
 )
 VERDICTS = ("agrees", "does not agree", "not measurable", "no claim")
+# what each analysis of a run reads is written by (by hand, from each analysis' inputs): the trace,
+# θ_pre and θ_task by the training, S by `shared`, γ by `graft`
+READS_FROM = {"shared": ("train",), "graft": ("train", "shared"), "ablate": ("train", "shared"), "heads": ("train", "shared", "graft"),
+              "neurons": ("train", "shared"), "attention": ("train", "shared"), "patch": ("train",)}
 
 
 def micro(seeds: tuple[int, ...] = (0,), *extra: str) -> ReproduceConfig:
@@ -105,7 +109,8 @@ def test_every_run_fine_tunes_the_one_pre_trained_base(study: Path) -> None:
 def test_each_step_started_after_the_steps_it_reads_had_ended(study: Path) -> None:
     """Trainings and analyses ran side by side in two workers; the ledger's clock says each one
     waited for what it reads: a run's training for its world and the base, each analysis for the
-    one before it in its run, and never more than two at once."""
+    steps that write its inputs (the graft before the heads ranked by grafted size), and never
+    more than two at once."""
     ledger = json.loads((study / LEDGER).read_text())
     span = {step: (record["started"], record["started"] + record["seconds"]) for step, record in ledger.items()}
     # the ledger rounds "started" and "seconds" to 10 ms each: an end read from it is off by up to
@@ -114,14 +119,29 @@ def test_each_step_started_after_the_steps_it_reads_had_ended(study: Path) -> No
     slack = 0.02
     for seed in range(2):
         for strategy in ("mixed", "two-stage"):
-            chain = [f"s{seed}/world", "base/train"] + [f"s{seed}/{strategy}/{name}" for name in STEPS_PER_RUN]
-            for before, after in [(chain[0], chain[2]), *zip(chain[1:], chain[2:])]:
+            run = f"s{seed}/{strategy}"
+            pairs = [(f"s{seed}/world", f"{run}/train"), ("base/train", f"{run}/train")]
+            pairs += [(f"{run}/{before}", f"{run}/{after}") for after, befores in READS_FROM.items() for before in befores]
+            for before, after in pairs:
                 assert span[after][0] >= span[before][1] - slack, (before, after)
     assert span["report"][0] >= max(end for step, (_, end) in span.items() if step != "report") - slack
     moments = sorted(start for start, _ in span.values())  # the ledger rounds to 10 ms
     assert max(sum(start <= moment < end - 0.02 for start, end in span.values()) for moment in moments) <= 2
     last_run = json.loads((study / "manifest.json").read_text())["last_run"]
     assert last_run["jobs"] == 2 and 0 < last_run["wall_seconds"]
+
+
+def test_a_runs_analyses_wait_only_for_their_inputs() -> None:
+    """The plan orders a run's analyses by what they read, not in a chain: after S is made, the
+    graft, the ablation, the neurons and the attention may run side by side; the heads wait for
+    the graft; patching needs only θ_task."""
+    from mechrecall.reproduce import plan
+
+    config = micro((0,))
+    steps = {step.id: step for step in plan(Path("unused"), config, config.study(), device="cpu")}
+    for strategy in ("mixed", "two-stage"):
+        for after, befores in READS_FROM.items():
+            assert set(steps[f"s0/{strategy}/{after}"].after) == {f"s0/{strategy}/{b}" for b in befores}, after
 
 
 def test_second_run_is_a_noop(study: Path, tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ def data(
 ) -> None:
     """Sample a synthetic biography world and save it (DatasetDict + tokenizer).
 
-    Example: mechrecall data --people 1000 --bio-per-person 3 --permute --fullname --out runs/world"""
+    Example: mechrecall data --preset tiny --population a --out runs/world (the tiny world: 1,000 people, one BIO each, QA of 90% trained)"""
     import mechrecall as mr
     from mechrecall.config import with_overrides
 

@@ -178,6 +178,23 @@ class ArtifactDir:
     def save_manifest(self) -> None:
         write_json_atomic(self.path / MANIFEST, self.manifest)
 
+    @contextmanager
+    def _changing(self) -> Iterator[dict[str, Any]]:
+        """Change the manifest as it is on disk, under an exclusive lock on the directory: it is
+        read again first and saved after, so processes recording files of one directory side by
+        side (a run's analyses in ``reproduce``) never drop each other's entries."""
+        import fcntl
+
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if (self.path / MANIFEST).is_file():
+                self.reload()
+            yield self.manifest
+            self.save_manifest()
+        finally:
+            os.close(descriptor)  # releases the lock
+
     # ---- state ----------------------------------------------------------------------------
     @property
     def kind(self) -> str:
@@ -192,9 +209,9 @@ class ArtifactDir:
         return self.manifest.get("status") == "complete"
 
     def mark(self, status: str, **extra: Any) -> None:
-        self.manifest["status"] = status
-        self.manifest.update(extra)
-        self.save_manifest()
+        with self._changing() as manifest:
+            manifest["status"] = status
+            manifest.update(extra)
 
     def has(self, relative: str) -> bool:
         return relative in self.manifest["files"] or any(
@@ -206,18 +223,18 @@ class ArtifactDir:
         """Record the sha256 of a file, or of every file below a folder, in the manifest."""
         target = self.path / relative
         files = sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
+        digests = {file.relative_to(self.path).as_posix(): sha256_file(file) for file in files}  # outside the lock
         prefix = relative.rstrip("/") + "/"
-        if target.is_dir():
-            for name in [n for n in self.manifest["files"] if n.startswith(prefix)]:
-                del self.manifest["files"][name]
-        for file in files:
-            self.manifest["files"][file.relative_to(self.path).as_posix()] = sha256_file(file)
-        self.save_manifest()
+        with self._changing() as manifest:
+            if target.is_dir():
+                for name in [n for n in manifest["files"] if n.startswith(prefix)]:
+                    del manifest["files"][name]
+            manifest["files"].update(digests)
 
     def set_provenance(self, relative: str, inputs: dict[str, str], made_by: str) -> None:
         """Record that ``relative`` was made from ``inputs`` (name → sha256) by ``made_by``."""
-        self.manifest.setdefault("provenance", {})[relative] = {"inputs": dict(inputs), "made_by": made_by}
-        self.save_manifest()
+        with self._changing() as manifest:
+            manifest.setdefault("provenance", {})[relative] = {"inputs": dict(inputs), "made_by": made_by}
 
     def input_hashes(self, names: tuple[str, ...] | list[str]) -> dict[str, str]:
         """The recorded sha256 of each of ``names`` (an unrecorded one is an error naming it)."""

@@ -333,17 +333,25 @@ def run_steps(
              lambda report: train_job(job, lambda step: report(step, train_config.total_steps)), total=train_config.total_steps, job=job,
              after=(f"s{seed}/world",) + (("base/train",) if study.base.pretrained else ())),
     ]
+    made_by = {output: f"{prefix}/train" for output in outputs}  # artifact of the run -> the step that writes it
     for entry in ANALYSES:
         config = entry.from_study(study) if entry.from_study is not None else None
         if config is None:
             continue
 
-        # a run's analyses form a chain in registry order (each reads what earlier ones wrote, and
-        # one run's manifest is updated by one process at a time)
+        # an analysis comes after the steps that write what it reads (the graft before the heads
+        # ranked by grafted size), so a run's independent analyses run side by side; its manifest
+        # is changed under a lock (ArtifactDir._changing), one process at a time
+        reads = entry.reads(config)
+        if all(name in made_by for name in reads):
+            after = tuple(dict.fromkeys(made_by[name] for name in reads)) or (f"{prefix}/train",)
+        else:  # reads something no step of the run writes (a post-hoc trace): after all before it
+            after = (steps[-1].id,)
         worker_job = {"id": f"{prefix}/{entry.name}", "kind": "analysis", "run": analysis_job, "analysis": entry.name, "path": path, "config": config, "device": device}
-        steps.append(Step(f"{prefix}/{entry.name}", {entry.name: to_dict(config)}, files(*entry.reads(config)),
+        steps.append(Step(f"{prefix}/{entry.name}", {entry.name: to_dict(config)}, files(*reads),
                           files(*entry.outputs(config)), lambda report, job=worker_job: analysis_job(job), job=worker_job,
-                          after=(steps[-1].id,)))
+                          after=after))
+        made_by.update({output: f"{prefix}/{entry.name}" for output in entry.outputs(config)})
     return steps
 
 
