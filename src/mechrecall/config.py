@@ -294,7 +294,7 @@ PRESETS: dict[str, StudyConfig] = {
     # wd 1.0 (its own QA-OOD 41.3%).
     # The studied world: ONE BIO per person, pronouns after the first sentence, QA of 90% of people
     # trained. On the 3-BIO world of the earlier default, two-stage extracts more than mixed (gap
-    # -37.6 ± 1.6 over seeds 0-2, docs/strategy_gap.md: Allen-Zhu & Li's augmented regime); on this
+    # -37.6 ± 1.6 over seeds 0-2, docs/tiny-3bio/strategy_gap.md: Allen-Zhu & Li's augmented regime); on this
     # one mixed leads (trial single-id09-12k: +14.9 ± 2.6 over seeds 0-3, two-stage BIO 95.0 ± 0.4%,
     # at 12,000 mixed steps). Mixed 9,000 steps instead of 12,000 for the 45-minute first command:
     # in those 12k runs QA-OOD at step 9,000 was 31.2 / 25.8 / 32.8 / 29.0% (seeds 0-3, the
