@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,57 @@ def test_two_processes_recording_into_one_directory_keep_each_others_entries(tmp
     expected = {f"{prefix}{index}.json" for prefix in "ab" for index in range(40)}
     assert set(manifest["files"]) == expected and set(manifest["provenance"]) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*expected, "manifest.json"])  # no lock or temporary left
+
+
+_HOLD_STAGING = """
+import sys, time
+from pathlib import Path
+from mechrecall.artifacts import ArtifactDir, staging_folder
+with staging_folder(Path(sys.argv[1]), kind="world") as staging:
+    directory = ArtifactDir.create(staging, "world", {}, {})
+    (staging / "data").mkdir()
+    (staging / "data" / "half.arrow").write_text("half")
+    print(staging, flush=True)
+    time.sleep(600)
+"""
+
+
+def _holding_writer(out: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A process inside ``staging_folder(out)``, half-way through a world; and its staging folder."""
+    writer = subprocess.Popen([sys.executable, "-c", _HOLD_STAGING, str(out)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    return writer, Path(writer.stdout.readline().strip())
+
+
+def test_a_killed_writers_staging_folder_goes_with_the_next_build_and_nothing_else_does(tmp_path: Path) -> None:
+    import mechrecall as mr
+
+    out = tmp_path / "worlds" / "s0"
+    alive, live = _holding_writer(out)
+    killed, leftover = _holding_writer(out)  # leaves the live writer's folder alone
+    assert live.is_dir()
+    killed.send_signal(signal.SIGKILL)  # no handler runs: its staging folder stays
+    killed.wait()
+    # folders that look alike but are not a dead writer's, each left alone
+    user_folder = tmp_path / "worlds" / ".s0.abcdefgh"  # the pattern, but someone's own files
+    user_folder.mkdir()
+    (user_folder / "notes.txt").write_text("mine")
+    other_kind = tmp_path / "worlds" / ".s0.ijklmnop"  # a mechrecall run, not a world
+    ArtifactDir.create(other_kind, "run", {}, {})
+    longer = tmp_path / "worlds" / ".s0.backup-2026"  # not mkdtemp's name
+    longer.mkdir()
+    linked = tmp_path / "worlds" / ".s0.qrstuvwx"
+    linked.symlink_to(user_folder, target_is_directory=True)
+    assert leftover.is_dir() and (leftover / "data" / "half.arrow").exists()
+    try:
+        mr.save_world(mr.create_world(mr.WorldConfig(people=4, seed=0)), out)
+        assert not leftover.exists()
+        assert live.is_dir()  # its writer still runs
+    finally:
+        alive.send_signal(signal.SIGKILL)
+        alive.wait()
+    assert (user_folder / "notes.txt").read_text() == "mine"
+    assert ArtifactDir.open(other_kind).kind == "run" and longer.is_dir() and linked.is_symlink()
+    mr.save_world(mr.create_world(mr.WorldConfig(people=4, seed=0)), out, overwrite=True)  # the live one is dead now
+    assert sorted(p.name for p in (tmp_path / "worlds").iterdir()) == sorted(["s0", user_folder.name, other_kind.name, longer.name, linked.name])
+    assert mr.load_world(out).config.people == 4

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -187,7 +188,8 @@ class ArtifactDir:
 
         descriptor = os.open(self.path, os.O_RDONLY)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if _inode(descriptor) not in _HELD_STAGING:  # a staging folder of ours: this process is its one writer
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
             if (self.path / MANIFEST).is_file():
                 self.reload()
             yield self.manifest
@@ -305,18 +307,15 @@ class ArtifactDir:
 
     @contextmanager
     def write_folder(self, relative: str) -> Iterator[Path]:
-        """Yield a temporary folder; it replaces ``relative`` whole, then is recorded."""
+        """Yield a temporary folder; it replaces ``relative`` whole, then is recorded. A temporary
+        of the same folder that a killed writer left inside this directory is removed first."""
         final = self.path / relative
-        temporary = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.path))
-        try:
+        with staging_folder(final, kind=None) as temporary:
             yield temporary
             os.chmod(temporary, 0o755)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(temporary, final)
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary)
         self.record(relative)
 
 
@@ -405,13 +404,115 @@ def output_lock(path: Path) -> Iterator[None]:
                 break
 
 
-def swap_into_place(staging: Path, out: Path) -> None:
-    """Move a complete ``staging`` folder to ``out``; an existing ``out`` (already checked by
-    :func:`check_output`) is replaced only now, once the new one is whole."""
+def swap_into_place(staging: Path, out: Path, kind: str) -> None:
+    """Move a complete ``staging`` folder to ``out`` (a mechrecall directory of ``kind``); an
+    existing ``out`` (already checked by :func:`check_output`) is replaced only now, once the new
+    one is whole."""
     if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, retired / out.name)
-        os.replace(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
+        with staging_folder(out, kind=kind, infix="old.") as retired:
+            os.replace(out, retired / out.name)
+            os.replace(staging, out)
     else:
         os.replace(staging, out)
+
+
+# tempfile.mkdtemp's random part: 8 characters of this alphabet
+_TEMPORARY_NAME = re.compile(r"[a-z0-9_]{8}")
+
+
+@contextmanager
+def staging_folder(out: Path, kind: str | None, infix: str = "") -> Iterator[Path]:
+    """A hidden folder ``.<out>.<infix><8 random characters>`` beside ``out`` for building it
+    whole; removed on the way out unless it was renamed onto ``out``.
+
+    While it lives its writer holds an flock on it, which the kernel drops when the writer dies
+    (``kill -9`` included). Before making one, the staging folders of ``out`` that a dead writer
+    left (see :func:`_dead_staging`) are removed, so a killed command, run again, leaves nothing
+    beside its output."""
+    import fcntl
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in _dead_staging(out, kind):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.{infix}", dir=out.parent))
+    held = os.open(staging, os.O_RDONLY)
+    inode = _inode(held)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _HELD_STAGING.add(inode)
+        yield staging
+    finally:
+        _HELD_STAGING.discard(inode)
+        if staging.exists():
+            shutil.rmtree(staging)
+        os.close(held)
+
+
+# the staging folders this process holds (device, inode): a directory's flock is taken by a second
+# open of it too, so ArtifactDir._changing must not take it again on one of these
+_HELD_STAGING: set[tuple[int, int]] = set()
+
+
+def _inode(descriptor: int) -> tuple[int, int]:
+    status = os.fstat(descriptor)
+    return status.st_dev, status.st_ino
+
+
+def _dead_staging(out: Path, kind: str | None) -> list[Path]:
+    """Staging folders of ``out`` whose writer is gone. A folder counts only if all of these hold:
+    its name is ``.<out>.<8 random characters>`` or ``.<out>.old.<8 random characters>`` (what
+    :func:`staging_folder` makes); it is a real folder, not a link; no live process holds its
+    flock; and its content is ours. With ``kind`` given (a world or run built beside other
+    folders), that means empty or holding a mechrecall manifest of that kind (a retired folder:
+    ``out``'s old copy with such a manifest); with ``kind`` None the caller vouches for the parent
+    folder (a mechrecall directory, under its writer's lock). Anything else is left alone."""
+    import fcntl
+
+    found = []
+    prefix = f".{out.name}."
+    for candidate in sorted(out.parent.glob(f"{glob.escape(prefix)}*")):
+        rest = candidate.name[len(prefix):]
+        retired = rest.startswith("old.")
+        if not _TEMPORARY_NAME.fullmatch(rest[4:] if retired else rest):
+            continue
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        if kind is not None and not (_holds_retired(candidate, out.name, kind) if retired else _holds_only_ours(candidate, kind)):
+            continue
+        try:
+            probe = os.open(candidate, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer's
+        finally:
+            os.close(probe)
+        found.append(candidate)
+    return found
+
+
+def _holds_retired(folder: Path, name: str, kind: str) -> bool:
+    """A retired folder of ours: empty, or holding only ``name``, itself one of ours."""
+    entries = list(folder.iterdir())
+    return not entries or (entries == [folder / name] and _holds_only_ours(folder / name, kind))
+
+
+def _holds_only_ours(folder: Path, kind: str) -> bool:
+    """``folder`` is a real folder that is empty, holds only half-written manifests, or holds a
+    manifest of ``kind``."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if all(_is_manifest_temporary(entry) for entry in entries):
+        return True
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("kind") == kind
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def _is_manifest_temporary(path: Path) -> bool:
+    return path.is_file() and path.name.startswith(f".{MANIFEST}.") and path.name.endswith(".tmp")

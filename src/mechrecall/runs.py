@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +20,7 @@ from transformer_lens import HookedTransformer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mechrecall import models
-from mechrecall.artifacts import ArtifactDir, check_output, discard, output_lock, swap_into_place
+from mechrecall.artifacts import ArtifactDir, check_output, discard, output_lock, staging_folder, swap_into_place
 from mechrecall.config import ModelConfig, TrainConfig, from_dict, key_dict, to_dict
 from mechrecall.data.store import World, read_world
 from mechrecall.encoding import encode_pairs, encode_texts, pad_id
@@ -189,8 +188,7 @@ def _create_run(
     """Write the run's inputs (world copy, spec, tokenizer, θ_pre) in a staging folder, then rename."""
     model, source = _initial_model(model_config, world, device)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging_folder(out, kind="run") as staging:
         directory = ArtifactDir.create(staging, "run", config, seeds)
         with directory.write_folder("data") as folder:
             shutil.copytree(world_dir.path / "data", folder, dirs_exist_ok=True)
@@ -201,10 +199,7 @@ def _create_run(
         directory.save_tensors(BASE, models.trainable_state(model))
         directory.mark("training")
         os.chmod(staging, 0o755)
-        swap_into_place(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        swap_into_place(staging, out, "run")
 
 
 def train_run(

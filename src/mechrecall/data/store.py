@@ -7,8 +7,6 @@ Layout: ``manifest.json`` and ``data/`` (the ``DatasetDict`` saved with ``save_t
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
 
-from mechrecall.artifacts import ArtifactDir, check_output, swap_into_place
+from mechrecall.artifacts import ArtifactDir, check_output, staging_folder, swap_into_place
 from mechrecall.config import WorldConfig, from_dict, to_dict
 from mechrecall.data.render import SPLITS, build_world, dataset_fingerprint
 from mechrecall.data.tokenizer import (
@@ -76,16 +74,12 @@ def save_world(world: World, out: Path, overwrite: bool = False) -> ArtifactDir:
     out = Path(out)
     check_output(out, overwrite, "world")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging_folder(out, kind="world") as staging:
         directory = ArtifactDir.create(staging, "world", {"world": to_dict(world.config)}, {"world": world.config.seed})
         write_world_data(world, directory)
         directory.mark("complete", fingerprint=world.fingerprint, rows={k: len(v) for k, v in world.dataset.items()})
         os.chmod(staging, 0o755)
-        swap_into_place(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        swap_into_place(staging, out, "world")
     return ArtifactDir.open(out, kind="world")
 
 
