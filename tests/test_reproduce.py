@@ -62,6 +62,12 @@ def test_report_states_what_reproduces_with_every_row_beside_its_control(study: 
         assert f"## {title}" in markdown
     assert "mixed seeds 0, 1; two-stage seeds 0, 1" in markdown
     assert "θ_pre: a base pre-trained here (bio recipe" in markdown
+    # where θ_pre was made: its hash and the machine its manifest records, so two reports can be compared
+    base_manifest = json.loads((study / "base" / "manifest.json").read_text())
+    assert set(base_manifest["machine"]) == {"architecture", "cpu", "cpu_capability", "cores", "system"}
+    made_on = next(line for line in markdown.splitlines() if line.startswith("Made on: "))
+    assert f"θ_pre sha256 {base_manifest['files']['model.safetensors'][:16]}, trained on {base_manifest['machine']['cpu']}" in made_on
+    assert f"torch kernels {base_manifest['machine']['cpu_capability']}" in made_on and f"torch {base_manifest['versions']['torch']}," in made_on
     gap = markdown.split("## The strategy gap")[1].split("##")[0]
     header = next(line for line in gap.splitlines() if line.startswith("| measure"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["measure", "study", "mixed", "mixed control", "two-stage", "two-stage control", "verdict"]

@@ -43,6 +43,27 @@ _TRACKED_PACKAGES = (
 )
 
 
+def machine_description() -> dict[str, Any]:
+    """What the numbers were computed on, beside the package versions: the same code, seeds and
+    versions give the same bits on one machine, but a CPU of another kind runs other kernels
+    (torch picks its vector instructions at run time), so results can differ between machines."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "architecture": platform.machine(),
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "system": platform.system(),
+    }
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _TRACKED_PACKAGES:
@@ -148,6 +169,7 @@ class ArtifactDir:
             "config": config,
             "seeds": seeds,
             "versions": package_versions(),
+            "machine": machine_description(),
             "files": {},
         }
         directory = cls(path=path, manifest=manifest)

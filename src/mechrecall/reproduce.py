@@ -56,7 +56,7 @@ from mechrecall.config import (
     to_dict,
 )
 from mechrecall.errors import ArtifactError, ConfigError, RunDirError
-from mechrecall.runs import resolve_device
+from mechrecall.runs import TUNED, resolve_device
 
 LEDGER = "steps.json"
 KIND = "study"
@@ -289,7 +289,25 @@ def preamble(config: ReproduceConfig, study: StudyConfig, out: Path) -> list[str
         f"{train.weight_decay:g} (QA stage {qa_decay:g}), AdamW, warmup {train.warmup_steps} then cosine to {train.min_lr_ratio:g}×."
     )
     lines.append(f"Analyses: {json.dumps(to_dict(study.analysis))}.")
+    lines.append(machine_line(out))
     return lines
+
+
+def machine_line(out: Path) -> str:
+    """Where θ_pre was made and with what: its sha256, the CPU and the library versions its
+    manifest records. Runs of the same commit and seeds are equal bit for bit on one machine; two
+    reports to compare should share this line (another CPU kind runs other kernels)."""
+    manifest = _manifest(base_path(out))
+    if manifest is None:
+        return "Made on: θ_pre is not a run of this study (no base manifest)."
+    machine = manifest.get("machine") or {}
+    versions = manifest.get("versions") or {}
+    digest = manifest["files"].get(TUNED, "")
+    where = (f"{machine.get('cpu', 'unknown CPU')} ({machine.get('architecture', '?')}, torch kernels {machine.get('cpu_capability', '?')}, "
+             f"{machine.get('cores', '?')} cores)" if machine else "a machine its manifest does not describe (made before mechrecall recorded it)")
+    return (f"Made on: θ_pre sha256 {digest[:16]}, trained on {where}; torch {versions.get('torch', '?')}, "
+            f"transformer-lens {versions.get('transformer-lens', '?')}, transformers {versions.get('transformers', '?')}, "
+            f"datasets {versions.get('datasets', '?')}.")
 
 
 def _base_metrics(out: Path) -> dict[str, float] | None:
