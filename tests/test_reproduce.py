@@ -541,3 +541,32 @@ def test_the_report_describes_the_world_as_run_after_set(tmp_path: Path) -> None
     assert first.endswith(f"`: {plain.study().description}.")
     assert world == ("World: 1,000 people, 1 BIO each, pronouns after the first sentence; QA of 90% of them trained "
                      "(in-distribution), the rest held out; model: tiny-h16.")
+
+
+def test_shared_tensors_reads_where_s_and_the_survival_reset_lie(study: Path) -> None:
+    """analyses/shared_tensors.py: per tensor, |S| as the stored mask holds it (counted here element by
+    element), the 1% reset's count there as ablate drew it (the whole draw placed, no tensor over its
+    size), the token rows S touches, and the drop ablate measured."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("shared_tensors", Path(__file__).parents[1] / "analyses" / "shared_tensors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = study / "s0" / "mixed"
+    stored = load_file(str(run / "shared_mask.safetensors"))
+    found = module.layout(run, top=len(stored))
+    counted = {name: sum(int(v) for v in tensor.flatten().tolist()) for name, tensor in stored.items()}
+    assert found["size"] == sum(counted.values()) > 0
+    assert {row["tensor"]: row["shared"] for row in found["rows"]} == {n: c for n, c in counted.items() if c}
+    assert [row["shared"] for row in found["rows"]] == sorted((row["shared"] for row in found["rows"]), reverse=True)
+    ablation = json.loads((run / "ablate.json").read_text())
+    assert found["survival_size"] == ablation["survival_size"] == sum(row["survival"] for row in found["rows"])
+    assert all(0 < row["survival"] <= row["numel"] == stored[row["tensor"]].numel() for row in found["rows"])
+    embedding = stored["embed.W_E"]
+    touched = sum(1 for token in range(embedding.shape[0]) if any(int(v) for v in embedding[token].tolist()))
+    assert found["embedding_rows"] == (touched, embedding.shape[0])
+    drops = [1 - draw["qa_ood"] / ablation["tuned"]["qa_ood"] for draw in ablation["survival"]]
+    assert found["survival_drop"] == pytest.approx(sum(drops) / len(drops))
+    assert "| 0 | mixed | " in module.markdown(study, top=3)
