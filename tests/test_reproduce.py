@@ -570,3 +570,26 @@ def test_shared_tensors_reads_where_s_and_the_survival_reset_lie(study: Path) ->
     drops = [1 - draw["qa_ood"] / ablation["tuned"]["qa_ood"] for draw in ablation["survival"]]
     assert found["survival_drop"] == pytest.approx(sum(drops) / len(drops))
     assert "| 0 | mixed | " in module.markdown(study, top=3)
+
+
+@pytest.mark.parametrize("case", ["not-a-folder", "top-zero", "no-seeds", "markdown-under-a-file"])
+def test_shared_tensors_refuses_bad_input_with_one_line(case: str, study: Path, tmp_path: Path) -> None:
+    """analyses/shared_tensors.py on bad input: exit code 2, one `error:` line, no traceback, and the
+    file a --markdown path would sit under is left as it was."""
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).parents[1] / "analyses" / "shared_tensors.py")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    (tmp_path / "empty").mkdir()
+    arguments = {
+        "not-a-folder": ["--study", str(mine)],
+        "top-zero": ["--study", str(study), "--top", "0"],
+        "no-seeds": ["--study", str(tmp_path / "empty")],
+        "markdown-under-a-file": ["--study", str(study), "--markdown", str(mine / "table.md")],
+    }[case]
+    done = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith("error: ") and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert mine.read_text() == "mine"

@@ -47,14 +47,12 @@ def machine_description() -> dict[str, Any]:
     """What the numbers were computed on, beside the package versions: the same code, seeds and
     versions give the same bits on one machine, but a CPU of another kind runs other kernels
     (torch picks its vector instructions at run time), so results can differ between machines."""
-    cpu = platform.processor() or "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux: platform's own name of the processor
+        cpuinfo = []
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name") and ":" in line]
+    cpu = names[0] if names else (platform.processor() or "unknown")
     return {
         "architecture": platform.machine(),
         "cpu": cpu,

@@ -299,7 +299,7 @@ def machine_line(out: Path) -> str:
     reports to compare should share this line (another CPU kind runs other kernels)."""
     manifest = _manifest(base_path(out))
     if manifest is None:
-        return "Made on: θ_pre is not a run of this study (no base manifest)."
+        return "Made on: θ_pre is not trained in this study (no base run); each run's manifest records the machine it ran on."
     machine = manifest.get("machine") or {}
     versions = manifest.get("versions") or {}
     digest = manifest["files"].get(TUNED, "")
