@@ -593,3 +593,104 @@ def test_shared_tensors_refuses_bad_input_with_one_line(case: str, study: Path, 
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().startswith("error: ") and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert mine.read_text() == "mine"
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "analyses" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reset_parts_splits_ablates_own_draw_into_disjoint_parts(study: Path) -> None:
+    """analyses/reset_parts.py: the tokens new to θ_pre hold every last name of the studied world (the
+    base's population never uses them) and no token of the base's BIO texts; each survival draw, split,
+    gives four disjoint masks whose union is the draw, the embedding's part counted here row by row;
+    the whole draw measured again is exactly ablate.json's drop."""
+    from safetensors.torch import load_file
+
+    import mechrecall as mr
+    from mechrecall.findings.shared import read_shared_mask
+    from mechrecall.masks import random_scaled
+    from mechrecall.params import ParameterIndex
+
+    module = _script("reset_parts")
+    run, base = mr.open_run(study / "s0" / "mixed"), mr.open_run(study / "base")
+    new = module.training_tokens(run) - module.training_tokens(base)
+    tokenizer = run.tokenizer()
+    last_names = set(run.world().dataset["people"]["last_name"])
+    assert not last_names & set(base.world().dataset["people"]["last_name"])
+    assert {tokenizer.convert_tokens_to_ids(name) for name in last_names} <= new
+    base_tokens = {t for text in base.world().dataset["bio"]["text"] for t in tokenizer(text, add_special_tokens=False)["input_ids"]}
+    assert base_tokens and not base_tokens & new
+
+    ablation = json.loads((run.path / "ablate.json").read_text())
+    shared = read_shared_mask(run, ParameterIndex.from_spec(run.spec()))
+    draw = random_scaled(shared, ablation["survival_size"], ablation["seeds"][0])
+    whole = {name for name, chosen in draw.items() if bool(chosen.all())}
+    new_rows = torch.tensor([t in new for t in range(draw[module.EMBEDDING].shape[0])])
+    parts = module.split_draw(draw, new_rows, whole)
+    assert list(parts) == list(module.PARTS)
+    for name, chosen in draw.items():
+        stack = torch.stack([parts[p][name] for p in module.PARTS]).int()
+        assert torch.equal(stack.sum(0), chosen.int())  # disjoint, and together the draw
+    embedding = draw[module.EMBEDDING]
+    in_new_rows = sum(int(embedding[t].sum()) for t in range(embedding.shape[0]) if t in new)
+    assert int(parts[module.PARTS[0]][module.EMBEDDING].sum()) == in_new_rows
+    assert sum(int(parts[module.PARTS[2]][n].sum()) for n in draw) == sum(draw[n].numel() for n in whole)
+
+    found = module.measure(run.path, study / "base", draws=None)
+    drops = [1 - d["qa_ood"] / ablation["tuned"]["qa_ood"] for d in ablation["survival"]]
+    assert found["drops"]["whole draw"] == pytest.approx(sum(drops) / len(drops))
+    assert found["new_rows"] == len(new) and found["draws"] == len(ablation["seeds"])
+    assert sum(found["counts"].values()) == pytest.approx(ablation["survival_size"])
+    assert load_file(str(run.path / "shared_mask.safetensors")).keys() == shared.keys()
+
+
+@pytest.mark.parametrize("case", ["not-a-folder", "draws-zero", "no-seeds", "no-base", "markdown-under-a-file"])
+def test_reset_parts_refuses_bad_input_with_one_line(case: str, study: Path, tmp_path: Path) -> None:
+    """analyses/reset_parts.py on bad input: exit code 2, one `error:` line, no traceback; the file a
+    --markdown path would sit under is left as it was."""
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).parents[1] / "analyses" / "reset_parts.py")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "baseless" / "s0").mkdir(parents=True)
+    arguments = {
+        "not-a-folder": ["--study", str(mine)],
+        "draws-zero": ["--study", str(study), "--draws", "0"],
+        "no-seeds": ["--study", str(tmp_path / "empty")],
+        "no-base": ["--study", str(tmp_path / "baseless")],
+        "markdown-under-a-file": ["--study", str(study), "--strategy", "mixed", "--draws", "1", "--markdown", str(mine / "table.md")],
+    }[case]
+    done = subprocess.run([sys.executable, script, *arguments], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith("error: ") and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert mine.read_text() == "mine"
+
+
+def test_the_person_split_reaches_the_base_and_the_studied_worlds(tmp_path: Path) -> None:
+    """--set population_split=person: the plan's base world (population b) and every studied world
+    (population a) are drawn with it, so the base knows every name token of the studied people; at
+    the default split the world steps keep the keys they had before the setting existed."""
+    from mechrecall.config import to_dict
+    from mechrecall.reproduce import plan
+
+    config = micro((0, 1), "population_split=person")
+    steps = {step.id: step for step in plan(tmp_path / "m", config, config.study(), "cpu")}
+    assert steps["base/world"].options["world"]["population_split"] == "person"
+    assert steps["base/world"].options["world"]["population"] == "b"
+    for seed in (0, 1):
+        assert steps[f"s{seed}/world"].options["world"]["population_split"] == "person"
+        assert steps[f"s{seed}/world"].options["world"]["population"] == "a"
+    default = micro((0,))
+    plain = {step.id: step for step in plan(tmp_path / "d", default, default.study(), "cpu")}
+    study = default.study()
+    before = {k: v for k, v in to_dict(dataclasses.replace(study.world, population="a", seed=0)).items() if k != "population_split"}
+    assert plain["s0/world"].options == {"world": before}
+    assert plain["base/world"].options == {"world": {k: v for k, v in to_dict(study.base.world()).items() if k != "population_split"}}
