@@ -133,3 +133,37 @@ def test_populations_a_and_b_share_no_person() -> None:
         WorldConfig(population="c").validate()
     with pytest.raises(ConfigError, match="too many for unique names"):
         sample_world(WorldConfig(people=10**6, population="a"))
+
+
+def test_the_person_split_keeps_people_apart_and_shares_every_name_token() -> None:
+    """population_split="person": a and b share no full name, yet every last name, middle name and
+    first name of one occurs in the other (the base knows every token of a studied name); a name's
+    population is the parity of its three pool indices, checked against a table built here."""
+    a = sample_world(WorldConfig(people=3000, seed=1, population="a", population_split="person"))
+    b = sample_world(WorldConfig(people=3000, seed=2, population="b", population_split="person"))
+    names = {"a": {(p.first_name, p.middle_name, p.last_name) for p in a}, "b": {(p.first_name, p.middle_name, p.last_name) for p in b}}
+    assert len(names["a"]) == len(names["b"]) == 3000 and not names["a"] & names["b"]
+    for position in range(3):
+        assert {n[position] for n in names["a"]} == {n[position] for n in names["b"]}
+    assert {n[2] for n in names["a"]} == set(pools.LAST_NAMES)
+    index = {name: i for group in (pools.FIRST_NAMES_MALE, pools.FIRST_NAMES_FEMALE) for i, name in enumerate(group)}
+    middle = {name: i for i, name in enumerate(pools.MIDDLE_NAMES)}
+    last = {name: i for i, name in enumerate(pools.LAST_NAMES)}
+    for population, wanted in (("a", 0), ("b", 1)):
+        assert all((index[f] + middle[m] + last[surname]) % 2 == wanted for f, m, surname in names[population])
+    with pytest.raises(ConfigError, match="unknown population-split"):
+        WorldConfig(population_split="first-name").validate()
+
+
+def test_the_default_split_is_keyed_as_before_the_setting_existed() -> None:
+    """A world at the default split ("last-name") draws the people it always drew and is keyed (world
+    manifests, cache keys) without the new field, so studies cached before it stay valid; the
+    person split is keyed."""
+    from mechrecall.config import key_dict
+
+    default = WorldConfig(people=200, seed=3, population="a")
+    assert "population_split" not in key_dict(default)
+    assert key_dict(WorldConfig(population_split="person"))["population_split"] == "person"
+    drawn = sample_world(default)
+    assert all(p.last_name in pools.LAST_NAMES[0::2] for p in drawn)
+    assert [p.full_name for p in drawn] == [p.full_name for p in sample_world(WorldConfig(people=200, seed=3, population="a", population_split="last-name"))]

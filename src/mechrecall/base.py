@@ -25,7 +25,7 @@ def base_configs(study: StudyConfig):
     if not base.pretrained:
         raise ConfigError("the base is a random initialisation: nothing to pre-train (set base=bio or base=mixed)")
     base.validate()
-    return base.world(), dataclasses.replace(study.model, seed=base.seed), base.train(study.train)
+    return base.world(study.world.population_split), dataclasses.replace(study.model, seed=base.seed), base.train(study.train)
 
 
 def pretrain(study: StudyConfig, out: Path | str, device: str | None = None, progress: bool = True) -> Run:

@@ -18,6 +18,8 @@ STRATEGIES = ("mixed", "two-stage")
 # what a run can be trained with: the study's strategies, and BIO alone (a recipe for a base)
 TRAINING_KINDS = STRATEGIES + ("bio",)
 POPULATIONS = ("all", "a", "b")
+# how populations "a" and "b" are kept apart (see WorldConfig.population_split)
+POPULATION_SPLITS = ("last-name", "person")
 BASE_RECIPES = ("random", "bio", "mixed")
 
 
@@ -34,10 +36,18 @@ class WorldConfig:
     # "all", or one of two disjoint populations ("a": last names of even pool index, "b": odd),
     # so that a base pre-trained on "b" has never seen a person of an "a" world
     population: str = "all"
+    # how "a" and "b" are kept apart. "last-name": each draws from its own half of the last-name pool,
+    # so a base of "b" has never seen the last names of an "a" world (their embedding rows in θ_pre were
+    # never trained). "person": both draw every name from every pool, and a full name belongs to "a" or
+    # "b" by the parity of its three pool indices: disjoint people, every name token familiar to the
+    # base, as a released checkpoint knows every token of a new person's name
+    population_split: str = "last-name"
 
     def validate(self) -> None:
         if self.population not in POPULATIONS:
             raise ConfigError(f"unknown population {self.population!r}: choose one of {', '.join(POPULATIONS)}")
+        if self.population_split not in POPULATION_SPLITS:
+            raise ConfigError(f"unknown population-split {self.population_split!r}: choose one of {', '.join(POPULATION_SPLITS)}")
         if self.people < 2:
             raise ConfigError(f"people must be at least 2 (one QA-ID and one QA-OOD person), got {self.people}")
         if self.bio_per_person < 1:
@@ -207,10 +217,12 @@ class BaseConfig:
     def pretrained(self) -> bool:
         return self.recipe != "random"
 
-    def world(self) -> WorldConfig:
+    def world(self, population_split: str = "last-name") -> WorldConfig:
+        """The base's world: population "b", kept apart from the studied world's "a" as that world's
+        ``population_split`` says."""
         return WorldConfig(
             people=self.people, seed=self.seed, bio_per_person=self.bio_per_person, permute=self.permute,
-            fullname=self.fullname, population="b",
+            fullname=self.fullname, population="b", population_split=population_split,
         )
 
     def train(self, template: TrainConfig) -> TrainConfig:
@@ -396,7 +408,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 # Settings added after studies had been cached, with the value that keeps the old behaviour: at that
 # value they are left out of a step's key and a run's config, so adding one did not make every
 # finished step stale; any other value is keyed.
-KEY_NEUTRAL: dict[str, dict[str, Any]] = {"TrainConfig": {"l1_to_base": 0.0}}
+KEY_NEUTRAL: dict[str, dict[str, Any]] = {"TrainConfig": {"l1_to_base": 0.0}, "WorldConfig": {"population_split": "last-name"}}
 
 # The architecture of each built size when keys named a size alone. A size that still has it keeps
 # its finished steps and runs; a size changed since (micro and small lost their trained b_U) is keyed

@@ -189,13 +189,13 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
     base = study.base
     base_hashes: Callable[[], Hashes | None] = lambda: {}  # noqa: E731
     if base.pretrained:
-        base_world = base.world()
+        base_world = base.world(study.world.population_split)
         base_world_dir = out / "worlds" / "base"
 
         def make_base_world(report: Report) -> None:
             save_world(create_world(base_world), base_world_dir, overwrite=True)
 
-        steps.append(Step("base/world", {"world": to_dict(base_world)}, lambda: {}, lambda: world_hash(base_world_dir), make_base_world))
+        steps.append(Step("base/world", {"world": key_dict(base_world)}, lambda: {}, lambda: world_hash(base_world_dir), make_base_world))
         base_model = dataclasses.replace(study.model, seed=base.seed)
         base_train = base.train(study.train)
         job = {"id": "base/train", "kind": "train", "run": train_job, "world": base_world_dir, "path": base_path(out), "model": base_model, "train": base_train,
@@ -214,7 +214,7 @@ def plan(out: Path, config: ReproduceConfig, study: StudyConfig, device: str | N
         def make_world(report: Report, world_config=world_config, world_dir=world_dir) -> None:
             save_world(create_world(world_config), world_dir, overwrite=True)
 
-        steps.append(Step(f"s{seed}/world", {"world": to_dict(world_config)}, lambda: {}, lambda d=world_dir: world_hash(d), make_world))
+        steps.append(Step(f"s{seed}/world", {"world": key_dict(world_config)}, lambda: {}, lambda d=world_dir: world_hash(d), make_world))
     for seed in config.seeds:
         for strategy in config.strategies:
             steps += run_steps(out, seed, strategy, out / "worlds" / f"s{seed}", study, device, base_hashes)
@@ -275,7 +275,9 @@ def preamble(config: ReproduceConfig, study: StudyConfig, out: Path) -> list[str
         metrics = _base_metrics(out)
         lines.append(
             f"θ_pre: a base pre-trained here ({base.recipe} recipe: {'BIO texts alone' if base.recipe == 'bio' else 'BIO texts and QA of half'}) "
-            f"on {base.people:,} other people (population b; the studied world is population a), {base.steps:,} steps, lr {base.lr:g}, "
+            f"on {base.people:,} other people (population b; the studied world is population a; "
+            + ("disjoint last names: the studied world's last names are new tokens to it" if study.world.population_split == "last-name"
+               else "disjoint full names, every name token shared") + f"), {base.steps:,} steps, lr {base.lr:g}, "
             f"weight decay {base.weight_decay:g}" + (f"; on its own people BIO {100 * metrics['bio']:.1f}%, QA-ID {100 * metrics['qa_id']:.1f}%, "
                                                      f"QA-OOD {100 * metrics['qa_ood']:.1f}%" if metrics else "") + "."
         )

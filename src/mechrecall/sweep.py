@@ -34,6 +34,7 @@ from mechrecall.config import (
     TrainConfig,
     WorldConfig,
     get_preset,
+    key_dict,
 )
 from mechrecall.data.store import create_world, save_world
 from mechrecall.errors import ConfigError, OutputBusyError, RunDirError
@@ -101,7 +102,8 @@ class Trial:
 
 
 def _key(*configs: Any) -> str:
-    text = json.dumps([dataclasses.asdict(c) for c in configs], sort_keys=True)
+    # a world at the neutral population split keyed as before the setting existed
+    text = json.dumps([key_dict(c) if isinstance(c, WorldConfig) else dataclasses.asdict(c) for c in configs], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -116,7 +118,8 @@ BASE_POLL_SECONDS = 10.0
 
 
 def train_base(
-    root: Path, base: BaseConfig, model: ModelConfig, template: TrainConfig, preset: str, device: str | None, progress: bool
+    root: Path, base: BaseConfig, model: ModelConfig, template: TrainConfig, preset: str, device: str | None, progress: bool,
+    population_split: str = "last-name",
 ) -> Run:
     """The pre-trained base of ``base`` (trained once, under ``root/bases/<hash>``). When another
     sweep (side by side, one per core) is pre-training the same base, wait for it and reuse it:
@@ -126,7 +129,7 @@ def train_base(
 
     model = dataclasses.replace(model, seed=base.seed)
     training = base.train(template)
-    world_path = _world_dir(root, base.world())
+    world_path = _world_dir(root, base.world(population_split))
     out = root / "bases" / _key(base, model)
     waiting = False
     while True:
@@ -166,7 +169,7 @@ def run_trial(trial: Trial, seed: int, strategy: str, root: Path, device: str | 
     train = dataclasses.replace(train, strategy=strategy)
     world_path = _world_dir(root, world)
     if base.pretrained:
-        base_run = train_base(root, base, model, train, trial.preset, device, progress)
+        base_run = train_base(root, base, model, train, trial.preset, device, progress, world.population_split)
         model = dataclasses.replace(model, name=str(base_run.path))
     out = root / trial.name / f"{strategy}-s{seed}"
     if not out.exists():

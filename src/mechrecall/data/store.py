@@ -16,7 +16,7 @@ from datasets import DatasetDict, load_from_disk
 from transformers import PreTrainedTokenizerFast
 
 from mechrecall.artifacts import ArtifactDir, check_output, staging_folder, swap_into_place
-from mechrecall.config import WorldConfig, from_dict, to_dict
+from mechrecall.config import WorldConfig, from_dict, key_dict
 from mechrecall.data.render import SPLITS, build_world, dataset_fingerprint
 from mechrecall.data.tokenizer import (
     build_world_tokenizer,
@@ -75,7 +75,7 @@ def save_world(world: World, out: Path, overwrite: bool = False) -> ArtifactDir:
     check_output(out, overwrite, "world")
     out.parent.mkdir(parents=True, exist_ok=True)
     with staging_folder(out, kind="world") as staging:
-        directory = ArtifactDir.create(staging, "world", {"world": to_dict(world.config)}, {"world": world.config.seed})
+        directory = ArtifactDir.create(staging, "world", {"world": key_dict(world.config)}, {"world": world.config.seed})
         write_world_data(world, directory)
         directory.mark("complete", fingerprint=world.fingerprint, rows={k: len(v) for k, v in world.dataset.items()})
         os.chmod(staging, 0o755)

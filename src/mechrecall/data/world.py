@@ -46,8 +46,31 @@ def last_names(population: str) -> list[str]:
     return pools.LAST_NAMES[0 if population == "a" else 1 :: 2]
 
 
-def max_unique_names(population: str = "all") -> int:
+def in_population(name: tuple[str, str, str], population: str, split: str) -> bool:
+    """Whether a full name (first, middle, last) may belong to ``population`` under ``split``: any
+    name of the population's last-name pool ("last-name"), or a name whose three pool indices
+    sum to an even ("a") or odd ("b") number ("person")."""
+    if population == "all":
+        return True
+    if split == "last-name":
+        return name[2] in last_names(population)
+    firsts = pools.FIRST_NAMES_MALE if name[0] in pools.FIRST_NAMES_MALE else pools.FIRST_NAMES_FEMALE
+    parity = (firsts.index(name[0]) + pools.MIDDLE_NAMES.index(name[1]) + pools.LAST_NAMES.index(name[2])) % 2
+    return parity == (0 if population == "a" else 1)
+
+
+def max_unique_names(population: str = "all", split: str = "last-name") -> int:
     firsts = len(pools.FIRST_NAMES_MALE) + len(pools.FIRST_NAMES_FEMALE)
+    if population != "all" and split == "person":  # the triples of the wanted index parity, counted
+        def parities(pool: list[str]) -> tuple[int, int]:
+            return (len(pool) + 1) // 2, len(pool) // 2  # (even, odd) indices
+
+        wanted = 0 if population == "a" else 1
+        total = 0
+        for group in (pools.FIRST_NAMES_MALE, pools.FIRST_NAMES_FEMALE):
+            counts = [parities(group), parities(pools.MIDDLE_NAMES), parities(pools.LAST_NAMES)]
+            total += sum(counts[0][a] * counts[1][b] * counts[2][c] for a in (0, 1) for b in (0, 1) for c in (0, 1) if (a + b + c) % 2 == wanted)
+        return total
     return firsts * len(pools.MIDDLE_NAMES) * len(last_names(population))
 
 
@@ -58,10 +81,13 @@ def sample_world(config: WorldConfig) -> list[Person]:
     the first ``round(qa_id_fraction * people)`` of it (at least one, at most people - 1) are ID.
     """
     config.validate()
-    if config.people > max_unique_names(config.population) // 4:
-        raise ConfigError(f"{config.people:,} people is too many for unique names: at most {max_unique_names(config.population) // 4:,}")
+    split = config.population_split
+    limit = max_unique_names(config.population, split) // 4
+    if config.people > limit:
+        raise ConfigError(f"{config.people:,} people is too many for unique names: at most {limit:,}")
     rng = random.Random(config.seed)
-    surnames = last_names(config.population)
+    # "person": every last name, a drawn name outside the population drawn again
+    surnames = last_names(config.population if split == "last-name" else "all")
     seen_names: set[tuple[str, str, str]] = set()
     drafts: list[dict[str, str]] = []
     employers = sorted(pools.EMPLOYERS)
@@ -69,7 +95,7 @@ def sample_world(config: WorldConfig) -> list[Person]:
         gender = rng.choice(pools.GENDERS)
         firsts = pools.FIRST_NAMES_MALE if gender == "male" else pools.FIRST_NAMES_FEMALE
         name = (rng.choice(firsts), rng.choice(pools.MIDDLE_NAMES), rng.choice(surnames))
-        if name in seen_names:
+        if name in seen_names or (split == "person" and not in_population(name, config.population, split)):
             continue
         seen_names.add(name)
         employer = rng.choice(employers)
