@@ -76,6 +76,7 @@ def _value(choice: Any) -> Any:
 Preset = _choices("Preset", ("micro", "tiny", "small", "paper"))
 Strategy = _choices("Strategy", ("mixed", "two-stage", "bio"))
 Population = _choices("Population", ("all", "a", "b"))
+PopulationSplit = _choices("PopulationSplit", ("last-name", "person"))
 Dtype = _choices("Dtype", ("float32", "bfloat16", "float16"))
 DecayTo = _choices("DecayTo", ("zero", "base"))
 WhichModel = _choices("WhichModel", ("tuned", "base"))
@@ -120,6 +121,8 @@ def data(
     fullname: bool | None = typer.Option(None, "--fullname/--pronoun", help="full name in every sentence"),
     qa_id_fraction: float | None = typer.Option(None, "--qa-id-fraction", help="share of people whose QA is trained on"),
     population: Population | None = typer.Option(None, help="two disjoint name populations a and b (a base pre-trained on b never saw a person of a), or all"),
+    population_split: PopulationSplit | None = typer.Option(
+        None, "--population-split", help="how a and b are kept apart: last-name (disjoint last names) or person (disjoint full names, every name token shared)"),
     overwrite: bool = typer.Option(False, help="replace an existing --out"),
 ) -> None:
     """Sample a synthetic biography world and save it (DatasetDict + tokenizer).
@@ -129,10 +132,10 @@ def data(
     from mechrecall.config import with_overrides
 
     _quiet_libraries()
-    preset, population = _value(preset), _value(population)
+    preset, population, population_split = _value(preset), _value(population), _value(population_split)
     config = with_overrides(
         mr.get_preset(preset).world, people=people, seed=seed, bio_per_person=bio_per_person, permute=permute,
-        fullname=fullname, qa_id_fraction=qa_id_fraction, population=population,
+        fullname=fullname, qa_id_fraction=qa_id_fraction, population=population, population_split=population_split,
     )
     config.validate()
     world = mr.create_world(config)
