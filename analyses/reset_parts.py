@@ -15,11 +15,11 @@ drawn again here with ablate's own seeds and split into four disjoint parts:
   the tensor holds, e.g. a bias of d_model elements);
 - ``everything else``.
 
-Each part is reset alone (the rest of the model keeps θ_task) and QA-OOD is measured; the whole
-draw is measured too and must give exactly what ``ablate.json`` stored for it (checked: the script
-stops with an error otherwise). For the embedding it also prints the mean row norm of θ_pre and
+Each part is reset alone (the rest of the model keeps θ_task) and QA-OOD is measured, and so is the
+draw without the tensors it resets whole; the whole draw is measured too and must give exactly what
+``ablate.json`` stored for it (checked: the script stops with an error otherwise). For the embedding it also prints the mean row norm of θ_pre and
 θ_task in the new rows and in the others. It reads the study's folders (hash-checked), trains
-nothing, and evaluates (QA-OOD only) 5 times per draw and run.
+nothing, and evaluates (QA-OOD only) 6 times per draw and run.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ warnings.filterwarnings("ignore")
 STRATEGIES = ("mixed", "two-stage")
 EMBEDDING = "embed.W_E"
 PARTS = ("W_E rows new to θ_pre", "W_E, the other rows", "tensors reset whole", "everything else")
+WITHOUT_WHOLE = "the draw without the tensors reset whole"
 
 
 def _fail(message: str) -> NoReturn:
@@ -105,25 +106,28 @@ def measure(run_path: Path, base_path: Path, draws: int | None) -> dict:
     new_rows = torch.tensor([token in new for token in range(vocabulary)])
     evaluate = accuracy_evaluator(model.tokenizer, run.world().dataset, metrics=("qa_ood",))
     reference = ablation.tuned["qa_ood"]
+    questions = len(run.world().dataset["qa_ood"])
     seeds = ablation.seeds[: draws or len(ablation.seeds)]
-    drops = {part: [] for part in ("whole draw", *PARTS)}
+    measured = ("whole draw", *PARTS, WITHOUT_WHOLE)
+    drops = {part: [] for part in measured}
     counts = {part: [] for part in PARTS}
     for d, seed in enumerate(seeds):
         draw = random_scaled(shared, ablation.survival_size, seed)
         whole = {name for name, chosen in draw.items() if bool(chosen.all())}
         parts = split_draw(draw, new_rows, whole)
-        accuracies = reset_and_evaluate(model, base, tuned, [draw, *parts.values()], evaluate)
+        kept = {name: chosen & ~parts[PARTS[2]][name] for name, chosen in draw.items()}
+        accuracies = reset_and_evaluate(model, base, tuned, [draw, *parts.values(), kept], evaluate)
         stored = ablation.survival[d]["qa_ood"]
         if accuracies[0]["qa_ood"] != stored:
             _fail(f"{run_path}: draw {seed} reset whole gives QA-OOD {accuracies[0]['qa_ood']:.4f}, ablate.json stored {stored:.4f}: "
                   "the draw is not ablate's (was the study made by another version?)")
-        for part, accuracy in zip(("whole draw", *PARTS), accuracies, strict=True):
+        for part, accuracy in zip(measured, accuracies, strict=True):
             drops[part].append(1 - accuracy["qa_ood"] / reference if reference else 0.0)
         for part in PARTS:
             counts[part].append(mask_size(parts[part]))
     norm = lambda weights, rows: float(weights[EMBEDDING][rows].norm(dim=1).mean()) if bool(rows.any()) else float("nan")  # noqa: E731
     return {
-        "qa_ood": reference, "draws": len(seeds), "size": ablation.survival_size,
+        "qa_ood": reference, "questions": questions, "draws": len(seeds), "size": ablation.survival_size,
         "drops": {part: sum(v) / len(v) for part, v in drops.items()},
         "counts": {part: sum(v) / len(v) for part, v in counts.items()},
         "new_rows": int(new_rows.sum()), "vocabulary": vocabulary,
@@ -141,8 +145,8 @@ def markdown(study: Path, strategies: tuple[str, ...], draws: int | None) -> str
     if not (base_path / "manifest.json").is_file():
         _fail(f"{study} has no pre-trained base (base/): the split needs the tokens θ_pre was trained on")
     lines = [
-        "| seed | strategy | QA-OOD | whole draw: relative drop | " + " | ".join(f"{p}: elements, drop" for p in PARTS) + " |",
-        "|---|---|---|---|" + "---|" * len(PARTS),
+        "| seed | strategy | QA-OOD | whole draw: relative drop | " + " | ".join(f"{p}: elements, drop" for p in PARTS) + f" | {WITHOUT_WHOLE}: drop |",
+        "|---|---|---|---|" + "---|" * (len(PARTS) + 1),
     ]
     notes = []
     for seed in seeds:
@@ -154,10 +158,11 @@ def markdown(study: Path, strategies: tuple[str, ...], draws: int | None) -> str
                 continue
             found = measure(path, base_path, draws)
             cells = " | ".join(f"{found['counts'][p]:,.0f}, {100 * found['drops'][p]:.1f}%" for p in PARTS)
-            lines.append(f"| {seed.name[1:]} | {strategy} | {100 * found['qa_ood']:.1f}% | {100 * found['drops']['whole draw']:.1f}% | {cells} |")
+            lines.append(f"| {seed.name[1:]} | {strategy} | {100 * found['qa_ood']:.1f}% | {100 * found['drops']['whole draw']:.1f}% | {cells} | {100 * found['drops'][WITHOUT_WHOLE]:.1f}% |")
             (pre_new, task_new), (pre_other, task_other) = found["norms"]["new"], found["norms"]["other"]
             notes.append(
-                f"- seed {seed.name[1:]} {strategy}: {found['draws']} draws of {found['size']:,} elements (means shown); "
+                f"- seed {seed.name[1:]} {strategy}: {found['draws']} draws of {found['size']:,} elements (means shown); one question of the "
+                f"{found['questions']:,} of QA-OOD is {100 / max(found['qa_ood'] * found['questions'], 1):.1f}% of its accuracy; "
                 f"{found['new_rows']} of the {found['vocabulary']} tokens occur in this world's training examples and never in the base's, "
                 f"and {found['shared_rows_new']} of the {found['shared_rows']} embedding rows S touches are theirs; "
                 f"mean row norm of {EMBEDDING}, θ_pre → θ_task: new rows {pre_new:.3f} → {task_new:.3f}, the others {pre_other:.3f} → {task_other:.3f}.")

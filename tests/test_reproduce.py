@@ -646,6 +646,7 @@ def test_reset_parts_splits_ablates_own_draw_into_disjoint_parts(study: Path) ->
     assert found["drops"]["whole draw"] == pytest.approx(sum(drops) / len(drops))
     assert found["new_rows"] == len(new) and found["draws"] == len(ablation["seeds"])
     assert sum(found["counts"].values()) == pytest.approx(ablation["survival_size"])
+    assert set(found["drops"]) == {"whole draw", *module.PARTS, module.WITHOUT_WHOLE}
     assert load_file(str(run.path / "shared_mask.safetensors")).keys() == shared.keys()
 
 
