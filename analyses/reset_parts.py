@@ -110,12 +110,14 @@ def measure(run_path: Path, base_path: Path, draws: int | None) -> dict:
     seeds = ablation.seeds[: draws or len(ablation.seeds)]
     measured = ("whole draw", *PARTS, WITHOUT_WHOLE)
     drops = {part: [] for part in measured}
-    counts = {part: [] for part in PARTS}
+    counts = {part: [] for part in (*PARTS, WITHOUT_WHOLE)}
+    reset_whole: set[str] = set()
     for d, seed in enumerate(seeds):
         draw = random_scaled(shared, ablation.survival_size, seed)
         whole = {name for name, chosen in draw.items() if bool(chosen.all())}
         parts = split_draw(draw, new_rows, whole)
         kept = {name: chosen & ~parts[PARTS[2]][name] for name, chosen in draw.items()}
+        reset_whole |= whole
         accuracies = reset_and_evaluate(model, base, tuned, [draw, *parts.values(), kept], evaluate)
         stored = ablation.survival[d]["qa_ood"]
         if accuracies[0]["qa_ood"] != stored:
@@ -125,12 +127,16 @@ def measure(run_path: Path, base_path: Path, draws: int | None) -> dict:
             drops[part].append(1 - accuracy["qa_ood"] / reference if reference else 0.0)
         for part in PARTS:
             counts[part].append(mask_size(parts[part]))
+        counts[WITHOUT_WHOLE].append(mask_size(kept))
     norm = lambda weights, rows: float(weights[EMBEDDING][rows].norm(dim=1).mean()) if bool(rows.any()) else float("nan")  # noqa: E731
     return {
         "qa_ood": reference, "questions": questions, "draws": len(seeds), "size": ablation.survival_size,
         "drops": {part: sum(v) / len(v) for part, v in drops.items()},
         "counts": {part: sum(v) / len(v) for part, v in counts.items()},
         "new_rows": int(new_rows.sum()), "vocabulary": vocabulary,
+        "new_last_names": len(new & {model.tokenizer.convert_tokens_to_ids(n) for n in set(run.world().dataset["people"]["last_name"])}),
+        "whole": {name: (float(base[name].norm()), float(tuned[name].norm())) for name in sorted(reset_whole)},
+        "relative_update": run.directory.manifest.get("training", {}).get("relative_update"),
         "shared_rows_new": int((shared[EMBEDDING].any(dim=1) & new_rows).sum()) if EMBEDDING in shared else 0,
         "shared_rows": int(shared[EMBEDDING].any(dim=1).sum()) if EMBEDDING in shared else 0,
         "norms": {"new": (norm(base, new_rows), norm(tuned, new_rows)), "other": (norm(base, ~new_rows), norm(tuned, ~new_rows))},
@@ -145,7 +151,7 @@ def markdown(study: Path, strategies: tuple[str, ...], draws: int | None) -> str
     if not (base_path / "manifest.json").is_file():
         _fail(f"{study} has no pre-trained base (base/): the split needs the tokens θ_pre was trained on")
     lines = [
-        "| seed | strategy | QA-OOD | whole draw: relative drop | " + " | ".join(f"{p}: elements, drop" for p in PARTS) + f" | {WITHOUT_WHOLE}: drop |",
+        "| seed | strategy | QA-OOD | whole draw: relative drop | " + " | ".join(f"{p}: elements, drop" for p in PARTS) + f" | {WITHOUT_WHOLE}: elements, drop |",
         "|---|---|---|---|" + "---|" * (len(PARTS) + 1),
     ]
     notes = []
@@ -157,15 +163,18 @@ def markdown(study: Path, strategies: tuple[str, ...], draws: int | None) -> str
                 notes.append(f"- seed {seed.name[1:]} {strategy}: no ablation yet (its study is unfinished), left out.")
                 continue
             found = measure(path, base_path, draws)
-            cells = " | ".join(f"{found['counts'][p]:,.0f}, {100 * found['drops'][p]:.1f}%" for p in PARTS)
-            lines.append(f"| {seed.name[1:]} | {strategy} | {100 * found['qa_ood']:.1f}% | {100 * found['drops']['whole draw']:.1f}% | {cells} | {100 * found['drops'][WITHOUT_WHOLE]:.1f}% |")
+            cells = " | ".join(f"{found['counts'][p]:,.0f}, {100 * found['drops'][p]:.1f}%" for p in (*PARTS, WITHOUT_WHOLE))
+            lines.append(f"| {seed.name[1:]} | {strategy} | {100 * found['qa_ood']:.1f}% | {100 * found['drops']['whole draw']:.1f}% | {cells} |")
             (pre_new, task_new), (pre_other, task_other) = found["norms"]["new"], found["norms"]["other"]
             notes.append(
                 f"- seed {seed.name[1:]} {strategy}: {found['draws']} draws of {found['size']:,} elements (means shown); one question of the "
                 f"{found['questions']:,} of QA-OOD is {100 / max(found['qa_ood'] * found['questions'], 1):.1f}% of its accuracy; "
-                f"{found['new_rows']} of the {found['vocabulary']} tokens occur in this world's training examples and never in the base's, "
+                f"{found['new_rows']} of the {found['vocabulary']} tokens occur in this world's training examples and never in the base's "
+                f"({found['new_last_names']} of them last names), "
                 f"and {found['shared_rows_new']} of the {found['shared_rows']} embedding rows S touches are theirs; "
-                f"mean row norm of {EMBEDDING}, θ_pre → θ_task: new rows {pre_new:.3f} → {task_new:.3f}, the others {pre_other:.3f} → {task_other:.3f}.")
+                f"mean row norm of {EMBEDDING}, θ_pre → θ_task: new rows {pre_new:.3f} → {task_new:.3f}, the others {pre_other:.3f} → {task_other:.3f}; "
+                + "tensors some draw resets whole, norm θ_pre → θ_task: " + (", ".join(f"{n} {a:.3f} → {b:.3f}" for n, (a, b) in found["whole"].items()) or "none")
+                + ("" if found["relative_update"] is None else f"; ‖θ_task − θ_pre‖/‖θ_pre‖ {found['relative_update']:.3f}") + ".")
     return "\n".join(lines + [""] + notes) + "\n"
 
 

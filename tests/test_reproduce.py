@@ -633,6 +633,8 @@ def test_reset_parts_splits_ablates_own_draw_into_disjoint_parts(study: Path) ->
     new_rows = torch.tensor([t in new for t in range(draw[module.EMBEDDING].shape[0])])
     parts = module.split_draw(draw, new_rows, whole)
     assert list(parts) == list(module.PARTS)
+    header = module.markdown(study, ("mixed",), 1).splitlines()
+    assert len({line.count("|") for line in header[:3]}) == 1  # every row of the table has the header's columns
     for name, chosen in draw.items():
         stack = torch.stack([parts[p][name] for p in module.PARTS]).int()
         assert torch.equal(stack.sum(0), chosen.int())  # disjoint, and together the draw
@@ -645,8 +647,11 @@ def test_reset_parts_splits_ablates_own_draw_into_disjoint_parts(study: Path) ->
     drops = [1 - d["qa_ood"] / ablation["tuned"]["qa_ood"] for d in ablation["survival"]]
     assert found["drops"]["whole draw"] == pytest.approx(sum(drops) / len(drops))
     assert found["new_rows"] == len(new) and found["draws"] == len(ablation["seeds"])
-    assert sum(found["counts"].values()) == pytest.approx(ablation["survival_size"])
+    assert sum(found["counts"][p] for p in module.PARTS) == pytest.approx(ablation["survival_size"])
     assert set(found["drops"]) == {"whole draw", *module.PARTS, module.WITHOUT_WHOLE}
+    assert found["counts"][module.WITHOUT_WHOLE] == pytest.approx(ablation["survival_size"] - found["counts"][module.PARTS[2]])
+    assert found["new_last_names"] == len(last_names)
+    assert found["relative_update"] == json.loads((run.path / "manifest.json").read_text())["training"]["relative_update"]
     assert load_file(str(run.path / "shared_mask.safetensors")).keys() == shared.keys()
 
 
