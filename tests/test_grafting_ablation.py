@@ -18,6 +18,7 @@ from mechrecall.findings.graft import (
     add_best,
     base_mask,
     first_order_gain,
+    describe,
     fit_gradient,
     graft_examples,
     learn_graft,
@@ -217,6 +218,10 @@ def test_graft_stops_growing_at_the_first_mask_that_recovers_the_target(localize
     assert accuracies[-1] >= 0.5 * tuned - 1e-9 and all(a < 0.5 * tuned for a in accuracies[:-1])
     assert result.best_step == result.history[-1]["step"] and result.size == result.history[-1]["size"]
     assert result.recovered_qa_id == pytest.approx(accuracies[-1] / tuned) and result.accuracy["grafted"]["qa_id"] == pytest.approx(accuracies[-1])
+    for scored in result.history:  # the pooled QA-ID lies between its two parts, and the score is their sum
+        assert scored["score"] == pytest.approx(scored["fit"] + scored["heldout"])
+        assert min(scored["fit"], scored["heldout"]) - 1e-6 <= scored["qa_id"] <= max(scored["fit"], scored["heldout"]) + 1e-6
+    assert any("the held-out QA-ID people" in line for line in describe(result))
     unbounded = run_analysis("graft", localized_run.path, sparsity=1e-4, target=None, max_sparsity=0.5, steps=40, eval_every=2,
                              batch_size=16, lr=100.0, with_shared=False)
     assert unbounded.history[-1]["step"] == 40 and unbounded.target_met is None  # no target: every step
@@ -340,3 +345,32 @@ def test_mask_learning_finds_elements_the_base_mask_missed(mixed_run: mr.Run, we
     assert result.score > start["score"] and result.best_step > 0
     assert result.size > start["size"]  # it grew the mask, by far less than the damage
     assert result.size < round(0.02 * index.numel)
+
+
+def test_graft_parts_rescores_the_kept_mask_on_the_fit_and_held_out_people(localized_run: mr.Run, tmp_path: Path, capsys) -> None:
+    """analyses/graft_parts.py: re-scoring graft.safetensors on the graft's own split gives the fit and
+    held-out accuracies the graft logged for its kept mask, and their pooled share is the graft's
+    recovered QA-ID; the ceiling puts the fit people at θ_task's accuracy. Bad input: exit 2, one line."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("graft_parts", Path(__file__).parents[1] / "analyses" / "graft_parts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    copy = tmp_path / "run"
+    shutil.copytree(localized_run.path, copy)
+    result = run_analysis("graft", copy, sparsity=1e-4, target=0.5, max_sparsity=0.5, steps=300, eval_every=2,
+                          batch_size=16, lr=100.0, heldout_fraction=0.25, with_shared=False)
+    kept = next(h for h in result.history if h["step"] == result.best_step)
+    measured = module.measure(copy, 0.25, 0)
+    assert measured["graft"] == (pytest.approx(kept["fit"]), pytest.approx(kept["heldout"]))
+    assert measured["recovered"] == pytest.approx(result.recovered_qa_id)
+    n_fit, n_held = measured["examples"]
+    tuned_fit, tuned_held = measured["tuned"]
+    pooled_tuned = (tuned_fit * n_fit + tuned_held * n_held) / (n_fit + n_held)
+    assert measured["ceiling"] == pytest.approx((tuned_fit * n_fit + kept["heldout"] * n_held) / (n_fit + n_held) / pooled_tuned)
+    for argv in ([str(tmp_path / "missing")], [f"{copy}@2"], [f"{copy}@x"], [str(localized_run.path.parent)]):
+        with pytest.raises(SystemExit) as stop:
+            module.main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

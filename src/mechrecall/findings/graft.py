@@ -168,7 +168,10 @@ class _Keeper:
         size = int(sum(int(m.sum()) for m in mask.values()))
         if self.best is None:  # the starting mask is kept whatever its score
             self.best = LearnedGraft(mask={n: m.cpu() for n, m in mask.items()}, size=0, best_step=0, score=value, history=[])
-        self.best.history.append({"step": step, "score": value, "qa_id": pooled, "size": size})
+        # the fit and held-out people apart: a graft that memorises the fit people's facts leaves the
+        # held-out ones near chance, which caps the pooled QA-ID at the fit share (docs/grafts-single-bio.md)
+        self.best.history.append({"step": step, "score": value, "qa_id": pooled, "size": size,
+                                  "fit": float(fitted.mean()), "heldout": float(held.mean())})
         if step > 0 and size > self.budget:
             return True  # outgrew its budget: the best mask within it is kept
         reached = self.stop_accuracy is not None and pooled >= self.stop_accuracy
@@ -526,6 +529,10 @@ def describe(result: GraftResult) -> list[str]:
     for name, values in result.accuracy.items():
         lines.append(f"  {name:<8} " + "  ".join(f"{m} {100 * values[m]:5.1f}%" for m in METRICS))
     lines.append(f"QA-ID recovered: {100 * result.recovered_qa_id:.1f}%" + ("" if result.target is None else f" (target {100 * result.target:.0f}%: {'met' if result.target_met else 'NOT met'})"))
+    kept = next((h for h in result.history if h["step"] == result.best_step and "fit" in h), None)
+    if kept is not None:
+        lines.append(f"  of which the people γ was fit on {100 * kept['fit']:.1f}%, the held-out QA-ID people (never in its gradient) "
+                     f"{100 * kept['heldout']:.1f}%")
     if result.intersection is not None:
         lines.append(f"|S ∩ γ|/|γ| = {100 * result.share_of_graft:.2f}% (chance |S|/N = {100 * result.chance_share:.2f}%"
                      + ("" if result.enrichment is None else f", {result.enrichment:.2f}× chance") + ")")
