@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for path, fraction in runs:
         lines.append("| " + " | ".join(row(measure(path, fraction, args.seed))) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.markdown.with_suffix(args.markdown.suffix + ".partial")
-        temporary.write_text(text)
-        temporary.replace(args.markdown)
+    from mechrecall.artifacts import emit
+    from mechrecall.errors import RunDirError
+
+    try:
+        emit("\n".join(lines) + "\n", args.markdown)
+    except RunDirError as error:
+        _fail(str(error))
 
 
 if __name__ == "__main__":

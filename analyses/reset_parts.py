@@ -189,20 +189,14 @@ def main() -> None:
         _fail(f"--study {args.study} is not a folder: give a `mechrecall reproduce` study folder")
     if args.draws is not None and args.draws < 1:
         _fail(f"--draws must be at least 1, got {args.draws}")
+    from mechrecall.artifacts import emit
     from mechrecall.errors import ArtifactError, RunDirError
 
     strategies = STRATEGIES if args.strategy == "both" else (args.strategy,)
     try:
-        text = markdown(args.study, strategies, args.draws)
+        emit(markdown(args.study, strategies, args.draws), args.markdown)
     except (ArtifactError, RunDirError) as error:
         _fail(str(error))
-    print(text, end="")
-    if args.markdown:
-        try:
-            args.markdown.parent.mkdir(parents=True, exist_ok=True)
-            args.markdown.write_text(text)
-        except OSError as error:
-            _fail(f"--markdown {args.markdown}: cannot write it ({error.strerror or type(error).__name__}): give a file path in a folder you can write")
 
 
 if __name__ == "__main__":

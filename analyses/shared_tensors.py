@@ -105,19 +105,13 @@ def main() -> None:
         _fail(f"--study {args.study} is not a folder: give a `mechrecall reproduce` study folder")
     if args.top < 1:
         _fail(f"--top must be at least 1, got {args.top}")
+    from mechrecall.artifacts import emit
     from mechrecall.errors import ArtifactError, RunDirError
 
     try:
-        text = markdown(args.study, args.top)
+        emit(markdown(args.study, args.top), args.markdown)
     except (ArtifactError, RunDirError) as error:
         _fail(str(error))
-    print(text, end="")
-    if args.markdown:
-        try:
-            args.markdown.parent.mkdir(parents=True, exist_ok=True)
-            args.markdown.write_text(text)
-        except OSError as error:
-            _fail(f"--markdown {args.markdown}: cannot write it ({error.strerror or type(error).__name__}): give a file path in a folder you can write")
 
 
 if __name__ == "__main__":

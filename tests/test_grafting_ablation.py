@@ -368,9 +368,16 @@ def test_graft_parts_rescores_the_kept_mask_on_the_fit_and_held_out_people(local
     tuned_fit, tuned_held = measured["tuned"]
     pooled_tuned = (tuned_fit * n_fit + tuned_held * n_held) / (n_fit + n_held)
     assert measured["ceiling"] == pytest.approx((tuned_fit * n_fit + kept["heldout"] * n_held) / (n_fit + n_held) / pooled_tuned)
-    for argv in ([str(tmp_path / "missing")], [f"{copy}@2"], [f"{copy}@x"], [str(localized_run.path.parent)]):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    for argv in ([str(tmp_path / "missing")], [f"{copy}@2"], [f"{copy}@x"], [str(localized_run.path.parent)],
+                 [f"{copy}@0.25", "--markdown", str(blocker / "table.md")]):
         with pytest.raises(SystemExit) as stop:
             module.main(argv)
         assert stop.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert blocker.read_text() == "mine"  # the file in the way is left as it was
+    module.main([f"{copy}@0.25", "--markdown", str(tmp_path / "out" / "table.md")])
+    written = (tmp_path / "out" / "table.md").read_text()
+    assert written == capsys.readouterr().out and written.count("\n") == 3 and "\\|γ\\|₀" in written

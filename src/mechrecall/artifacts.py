@@ -143,6 +143,24 @@ def _manifest_problem(manifest: Any) -> str | None:
     return None
 
 
+def write_text_output(target: Path, text: str, option: str = "--markdown") -> None:
+    """Write a script's text output (a markdown table) whole or not at all; a path that cannot be
+    written raises one RunDirError line naming ``option`` and the fix."""
+    try:
+        with atomic_path(target) as temporary:
+            temporary.write_text(text)
+    except OSError as error:
+        raise RunDirError(f"{option} {target}: cannot write it ({error.strerror or type(error).__name__}): "
+                          "give a file path in a folder you can write") from None
+
+
+def emit(text: str, markdown: Path | None) -> None:
+    """A script's table: printed, and written whole to ``markdown`` when one is given."""
+    print(text, end="")
+    if markdown is not None:
+        write_text_output(markdown, text)
+
+
 def write_json_atomic(target: Path, payload: Any) -> None:
     with atomic_path(target) as temporary:
         temporary.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
