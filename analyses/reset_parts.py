@@ -189,12 +189,14 @@ def main() -> None:
         _fail(f"--study {args.study} is not a folder: give a `mechrecall reproduce` study folder")
     if args.draws is not None and args.draws < 1:
         _fail(f"--draws must be at least 1, got {args.draws}")
-    from mechrecall.artifacts import emit
+    from mechrecall.artifacts import check_text_output, emit
     from mechrecall.errors import ArtifactError, RunDirError
 
     strategies = STRATEGIES if args.strategy == "both" else (args.strategy,)
     try:
-        emit(markdown(args.study, strategies, args.draws), args.markdown)
+        if args.markdown:
+            check_text_output(args.markdown, inputs=(args.study,))
+        emit(markdown(args.study, strategies, args.draws), args.markdown, inputs=(args.study,))
     except (ArtifactError, RunDirError) as error:
         _fail(str(error))
 

@@ -105,11 +105,13 @@ def main() -> None:
         _fail(f"--study {args.study} is not a folder: give a `mechrecall reproduce` study folder")
     if args.top < 1:
         _fail(f"--top must be at least 1, got {args.top}")
-    from mechrecall.artifacts import emit
+    from mechrecall.artifacts import check_text_output, emit
     from mechrecall.errors import ArtifactError, RunDirError
 
     try:
-        emit(markdown(args.study, args.top), args.markdown)
+        if args.markdown:
+            check_text_output(args.markdown, inputs=(args.study,))
+        emit(markdown(args.study, args.top), args.markdown, inputs=(args.study,))
     except (ArtifactError, RunDirError) as error:
         _fail(str(error))
 

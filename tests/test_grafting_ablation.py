@@ -371,7 +371,8 @@ def test_graft_parts_rescores_the_kept_mask_on_the_fit_and_held_out_people(local
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
     for argv in ([str(tmp_path / "missing")], [f"{copy}@2"], [f"{copy}@x"], [str(localized_run.path.parent)],
-                 [f"{copy}@0.25", "--markdown", str(blocker / "table.md")]):
+                 [f"{copy}@0.25", "--markdown", str(blocker / "table.md")], [f"{copy}@0.25", "--markdown", str(blocker)],
+                 [f"{copy}@0.25", "--markdown", str(copy / "report.md")], [f"{copy}@0.5"]):
         with pytest.raises(SystemExit) as stop:
             module.main(argv)
         assert stop.value.code == 2
@@ -381,3 +382,8 @@ def test_graft_parts_rescores_the_kept_mask_on_the_fit_and_held_out_people(local
     module.main([f"{copy}@0.25", "--markdown", str(tmp_path / "out" / "table.md")])
     written = (tmp_path / "out" / "table.md").read_text()
     assert written == capsys.readouterr().out and written.count("\n") == 3 and "\\|γ\\|₀" in written
+    assert not (copy / "report.md").exists()
+    history = [h for h in result.history if h["size"] <= round(0.05 * result.parameters)]
+    tail = history[-max(2, len(history) // 4):]
+    slope = (tail[-1]["qa_id"] - tail[0]["qa_id"]) / pooled_tuned / ((tail[-1]["size"] - tail[0]["size"]) / result.parameters)
+    assert measured["slope"] == pytest.approx(slope)

@@ -143,9 +143,11 @@ def _manifest_problem(manifest: Any) -> str | None:
     return None
 
 
-def write_text_output(target: Path, text: str, option: str = "--markdown") -> None:
+def write_text_output(target: Path, text: str, option: str = "--markdown", inputs: tuple[Path, ...] = ()) -> None:
     """Write a script's text output (a markdown table) whole or not at all; a path that cannot be
-    written raises one RunDirError line naming ``option`` and the fix."""
+    written, an existing file that is not markdown, or a path inside one of ``inputs`` (a run's
+    own report.md) raises one RunDirError line naming ``option`` and the fix."""
+    check_text_output(target, option, inputs)
     try:
         with atomic_path(target) as temporary:
             temporary.write_text(text)
@@ -154,11 +156,22 @@ def write_text_output(target: Path, text: str, option: str = "--markdown") -> No
                           "give a file path in a folder you can write") from None
 
 
-def emit(text: str, markdown: Path | None) -> None:
-    """A script's table: printed, and written whole to ``markdown`` when one is given."""
+def check_text_output(target: Path, option: str = "--markdown", inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse, before any work, an output path ``write_text_output`` would refuse."""
+    resolved = target.resolve()
+    for folder in inputs:
+        if resolved.is_relative_to(folder.resolve()):
+            raise RunDirError(f"{option} {target} lies inside the input {folder}: write the table outside the folders it reads")
+    if target.exists() and (target.is_dir() or target.suffix != ".md"):
+        raise RunDirError(f"{option} {target} exists and is not a markdown file: give a new path or an existing .md file")
+
+
+def emit(text: str, markdown: Path | None, inputs: tuple[Path, ...] = ()) -> None:
+    """A script's table: printed, and written whole to ``markdown`` when one is given (never inside
+    one of ``inputs``)."""
     print(text, end="")
     if markdown is not None:
-        write_text_output(markdown, text)
+        write_text_output(markdown, text, inputs=inputs)
 
 
 def write_json_atomic(target: Path, payload: Any) -> None:

@@ -169,7 +169,7 @@ class _Keeper:
         if self.best is None:  # the starting mask is kept whatever its score
             self.best = LearnedGraft(mask={n: m.cpu() for n, m in mask.items()}, size=0, best_step=0, score=value, history=[])
         # the fit and held-out people apart: a graft that memorises the fit people's facts leaves the
-        # held-out ones near chance, which caps the pooled QA-ID at the fit share (docs/grafts-single-bio.md)
+        # held-out ones near chance, which caps the pooled QA-ID at the fit share (docs/graft_parts.md)
         self.best.history.append({"step": step, "score": value, "qa_id": pooled, "size": size,
                                   "fit": float(fitted.mean()), "heldout": float(held.mean())})
         if step > 0 and size > self.budget:
